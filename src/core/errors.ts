@@ -1,0 +1,130 @@
+/**
+ * The one catalog of errors that Trellis itself produces. Codes are stable and never reused:
+ * a code that is retired stays here with `retired: true`. docs/errors.md is generated from this file.
+ */
+export interface ErrorSpec {
+  /** HTTP status of the local reply. */
+  readonly status: number;
+  /** Short human title (the problem+json `title`). */
+  readonly title: string;
+  /** What happened and what an operator can do about it (docs only). */
+  readonly description: string;
+  /** gRPC status code used when the request was gRPC (issue 3 reads this). */
+  readonly grpc: number;
+}
+
+export const errorCatalog = {
+  route_not_found: {
+    status: 404,
+    title: 'No route matches this request',
+    description:
+      'No route on this listener matched the request host and path. Check `routes[].match.hosts` and `routes[].match.path`.',
+    grpc: 12, // UNIMPLEMENTED
+  },
+  method_not_allowed: {
+    status: 405,
+    title: 'Method not allowed on this route',
+    description:
+      'A route matched the host and path, but none allows this method. The `Allow` header lists the methods that would match.',
+    grpc: 12,
+  },
+  bad_request: {
+    status: 400,
+    title: 'Malformed request',
+    description:
+      'The request could not be parsed strictly as HTTP/1.1 (for example both Content-Length and Transfer-Encoding, a malformed or duplicate Content-Length, a bad chunk size, obs-fold, or an invalid header). It was not forwarded.',
+    grpc: 13, // INTERNAL
+  },
+  headers_too_large: {
+    status: 431,
+    title: 'Request headers too large',
+    description: 'The request line and headers exceeded the listener limit `limits.maxHeaderBytes`.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  body_too_large: {
+    status: 413,
+    title: 'Request body too large',
+    description: 'The request body exceeded the route limit `limits.maxBodyBytes`.',
+    grpc: 8,
+  },
+  request_timeout: {
+    status: 408,
+    title: 'Request not received in time',
+    description:
+      'The client did not send the complete request headers or body within the listener limits `timeouts.headers` / `timeouts.request`.',
+    grpc: 4, // DEADLINE_EXCEEDED
+  },
+  upstream_connect_refused: {
+    status: 502,
+    title: 'Upstream refused the connection',
+    description: 'The selected endpoint refused the TCP connection (nothing is listening on that address and port).',
+    grpc: 14, // UNAVAILABLE
+  },
+  upstream_connect_timeout: {
+    status: 504,
+    title: 'Upstream connect timed out',
+    description: "The TCP connection to the endpoint was not established within the service's `connectTimeout`.",
+    grpc: 14,
+  },
+  upstream_connect_failed: {
+    status: 502,
+    title: 'Upstream connection failed',
+    description:
+      'The connection to the endpoint failed for a reason other than refusal or timeout (DNS failure, unreachable host).',
+    grpc: 14,
+  },
+  upstream_reset: {
+    status: 502,
+    title: 'Upstream reset the connection',
+    description: 'The endpoint closed or reset the connection before it sent a complete response.',
+    grpc: 14,
+  },
+  upstream_protocol_error: {
+    status: 502,
+    title: 'Upstream sent an invalid response',
+    description: 'The endpoint sent a response that is not valid HTTP/1.1. It was not forwarded.',
+    grpc: 13,
+  },
+  upstream_timeout: {
+    status: 504,
+    title: 'Upstream did not answer in time',
+    description:
+      "The endpoint did not answer within the route's `timeouts.request` (total route timeout) or went idle longer than `timeouts.upstreamIdle`.",
+    grpc: 4,
+  },
+  no_healthy_upstream: {
+    status: 503,
+    title: 'No healthy upstream',
+    description: 'The service has no endpoint that can take the request (none configured, or all unhealthy).',
+    grpc: 14,
+  },
+  service_unavailable: {
+    status: 503,
+    title: 'Gateway is shutting down',
+    description: 'The gateway is draining (SIGTERM) and does not accept new requests on this connection.',
+    grpc: 14,
+  },
+  internal_error: {
+    status: 500,
+    title: 'Internal gateway error',
+    description: 'An unexpected error inside Trellis. The log line with the same request id has the details.',
+    grpc: 13,
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof errorCatalog;
+
+/** An error with a stable code from the catalog. */
+export class TrellisError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ?? errorCatalog[code].title, options);
+    this.name = 'TrellisError';
+    this.code = code;
+    this.status = errorCatalog[code].status;
+  }
+}
+
+/** Problem `type` is this prefix plus the code: a stable URI that names the error without pointing at a host. */
+export const ERROR_TYPE_BASE = 'urn:trellis:error:';
