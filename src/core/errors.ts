@@ -57,13 +57,15 @@ export const errorCatalog = {
   upstream_connect_refused: {
     status: 502,
     title: 'Upstream refused the connection',
-    description: 'The selected endpoint refused the TCP connection (nothing is listening on that address and port).',
+    description:
+      'The selected endpoint refused the TCP connection (nothing is listening on that address and port).',
     grpc: 14, // UNAVAILABLE
   },
   upstream_connect_timeout: {
     status: 504,
     title: 'Upstream connect timed out',
-    description: "The TCP connection to the endpoint was not established within the service's `connectTimeout`.",
+    description:
+      "The TCP connection to the endpoint was not established within the service's `connectTimeout`.",
     grpc: 14,
   },
   upstream_connect_failed: {

@@ -1,0 +1,218 @@
+import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import pino, { type Logger } from 'pino';
+import { createAdminServer, listenAdmin } from '../admin/server.js';
+import { configJsonSchema, formatConfigErrors, loadConfigFile } from '../config/index.js';
+import { ClusterApplier } from './cluster-primary.js';
+import { runWorker } from './cluster-worker.js';
+import { LocalApplier } from './run-single.js';
+import { type Applier, Supervisor } from './supervisor.js';
+
+const VERSION: string = JSON.parse(
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+).version;
+
+const HELP: Record<string, string> = {
+  main: `trellis ${VERSION}: an API gateway and service mesh
+
+Usage: trellis <command> [options]
+
+Commands:
+  gateway --config FILE [--workers N]   run the gateway
+  validate FILE                         check a config file; exit 1 and list every error if invalid
+  schema                                print the JSON Schema of the config file
+
+Options:
+  -h, --help      show help (also after a command)
+  -v, --version   print the version
+`,
+  gateway: `Usage: trellis gateway --config FILE [--workers N] [--log-level LEVEL]
+
+Runs the gateway with FILE (YAML or JSON). The file is watched and SIGHUP reloads it; an invalid new
+version is rejected and the running one keeps serving. SIGTERM drains in-flight requests and exits 0.
+
+Options:
+  -c, --config FILE      config file (required)
+  -w, --workers N        processes serving traffic (default: number of CPUs; 1 runs in this process)
+      --log-level LEVEL  trace, debug, info (default), warn, error
+  -h, --help             show this help
+  -v, --version          print the version
+`,
+  validate: `Usage: trellis validate FILE
+
+Exits 0 when FILE is a valid config. Otherwise exits 1 and prints every error as
+FILE:LINE:COLUMN PATH: what was expected.
+
+Options:
+  -h, --help      show this help
+  -v, --version   print the version
+`,
+  schema: `Usage: trellis schema
+
+Prints the JSON Schema (draft 2020-12) of the config file, for editors:
+  trellis schema > trellis.schema.json
+  # then, at the top of a YAML config:  # yaml-language-server: $schema=./trellis.schema.json
+
+Options:
+  -h, --help      show this help
+  -v, --version   print the version
+`,
+};
+
+function out(s: string): void {
+  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+}
+
+function fail(s: string, code = 2): number {
+  process.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
+  return code;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (cluster.isWorker && process.env.TRELLIS_WORKER === '1') {
+    runWorker(createLogger(process.env.TRELLIS_LOG_LEVEL ?? 'info'));
+    return -1; // keep running
+  }
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    out(HELP.main!);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === '-v' || command === '--version') {
+    out(VERSION);
+    return 0;
+  }
+  const help = HELP[command];
+  if (!help || command === 'main') return fail(`trellis: unknown command "${command}"\n\n${HELP.main}`);
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+        ...(command === 'gateway'
+          ? {
+              config: { type: 'string', short: 'c' },
+              workers: { type: 'string', short: 'w' },
+              'log-level': { type: 'string' },
+            }
+          : {}),
+      },
+    });
+  } catch (err) {
+    return fail(`trellis ${command}: ${(err as Error).message}\n\n${help}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    out(help);
+    return 0;
+  }
+  if (values.version) {
+    out(VERSION);
+    return 0;
+  }
+  switch (command) {
+    case 'schema':
+      out(JSON.stringify(configJsonSchema(), null, 2));
+      return 0;
+    case 'validate': {
+      const file = positionals[0];
+      if (!file || positionals.length > 1) return fail(`trellis validate: expected one FILE\n\n${help}`);
+      const r = await loadConfigFile(file);
+      if (!r.ok) {
+        process.stderr.write(`${formatConfigErrors(r.errors)}\n`);
+        return 1;
+      }
+      out(
+        `${file}: valid (${r.config.listeners.length} listeners, ${r.config.routes.length} routes, ${r.config.services.length} services)`,
+      );
+      return 0;
+    }
+    case 'gateway': {
+      const file = values.config as string | undefined;
+      if (!file || positionals.length > 0)
+        return fail(`trellis gateway: --config FILE is required\n\n${help}`);
+      let workers = availableParallelism();
+      if (values.workers !== undefined) {
+        workers = Number(values.workers);
+        if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+          return fail(
+            `trellis gateway: --workers expects a whole number from 1 to 256, got "${values.workers}"`,
+          );
+      }
+      const level = (values['log-level'] as string | undefined) ?? process.env.TRELLIS_LOG_LEVEL ?? 'info';
+      if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level))
+        return fail(`trellis gateway: unknown --log-level "${level}"`);
+      process.env.TRELLIS_LOG_LEVEL = level;
+      return runGateway(file, workers, createLogger(level));
+    }
+  }
+  return 2;
+}
+
+function createLogger(level: string): Logger {
+  // Operational logs go to stderr; stdout is left to the access log.
+  return pino(
+    { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    pino.destination(2),
+  );
+}
+
+async function runGateway(file: string, workers: number, log: Logger): Promise<number> {
+  const supervisor = new Supervisor(file, log);
+  const first = await supervisor.loadInitial();
+  if (!first.ok) return fail(first.message, 1);
+  const applier: Applier = workers === 1 ? new LocalApplier(log) : new ClusterApplier(workers, log);
+  supervisor.attach(applier);
+  const { config, version, hash } = first.active;
+  try {
+    await applier.apply(config, version, hash);
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'could not start');
+    await applier.drain(0).catch(() => {});
+    return 1;
+  }
+
+  let admin: ReturnType<typeof createAdminServer> | undefined;
+  if (config.admin.enabled) {
+    admin = createAdminServer({
+      ready: () => applier.ready(),
+      status: () => applier.status(),
+      configView: () => supervisor.configView({ workers: applier.status().workers }),
+    });
+    try {
+      const port = await listenAdmin(admin, config.admin.address, config.admin.port);
+      log.info({ address: config.admin.address, port }, 'admin listening');
+    } catch (err) {
+      log.fatal({ err: (err as Error).message }, 'admin listener failed');
+      await applier.drain(0);
+      return 1;
+    }
+  }
+  supervisor.watchFile();
+  process.on('SIGHUP', () => void supervisor.reload('SIGHUP'));
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const deadline = supervisor.active?.config.gateway.drainTimeout ?? 30_000;
+    log.info({ signal, deadlineMs: deadline }, 'draining');
+    supervisor.stopWatching();
+    await applier.drain(deadline);
+    admin?.close();
+    admin?.closeAllConnections();
+    log.info('stopped');
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  const status = applier.status();
+  log.info({ version, workers, listeners: status.workers }, 'gateway started');
+  return -1;
+}

@@ -1,0 +1,77 @@
+import type { ErrorCode } from './errors.js';
+
+/**
+ * How one upstream attempt ended, classified once. Access logs, metrics and (later) retries, breakers and
+ * outlier detection all read this value; none of them re-inspects errors or responses.
+ */
+export type Outcome =
+  | 'success' // a response with status < 500 was received
+  | 'http_5xx' // the upstream answered with a 5xx
+  | 'connect_refused'
+  | 'connect_timeout'
+  | 'connect_failed'
+  | 'reset' // the connection closed or reset before the response completed
+  | 'timeout' // no response headers in time, or the body went idle
+  | 'protocol_error' // the upstream sent invalid HTTP
+  | 'client_abort' // the client went away first; nobody to answer
+  | 'local_reply'; // Trellis answered without an upstream attempt
+
+/** Local-origin failures: the endpoint never produced a response. */
+export function isLocalOriginFailure(o: Outcome): boolean {
+  return (
+    o === 'connect_refused' ||
+    o === 'connect_timeout' ||
+    o === 'connect_failed' ||
+    o === 'reset' ||
+    o === 'timeout' ||
+    o === 'protocol_error'
+  );
+}
+
+interface Classified {
+  outcome: Outcome;
+  code: ErrorCode;
+}
+
+const REFUSED: Classified = { outcome: 'connect_refused', code: 'upstream_connect_refused' };
+const CONNECT_TIMEOUT: Classified = { outcome: 'connect_timeout', code: 'upstream_connect_timeout' };
+const CONNECT_FAILED: Classified = { outcome: 'connect_failed', code: 'upstream_connect_failed' };
+const RESET: Classified = { outcome: 'reset', code: 'upstream_reset' };
+const TIMEOUT: Classified = { outcome: 'timeout', code: 'upstream_timeout' };
+const PROTOCOL: Classified = { outcome: 'protocol_error', code: 'upstream_protocol_error' };
+const INTERNAL: Classified = { outcome: 'reset', code: 'internal_error' };
+
+/** Classifies an error raised by the upstream client (undici) or the socket layer. */
+export function classifyUpstreamError(err: unknown): Classified {
+  const code = (err as { code?: unknown } | null)?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return REFUSED;
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'ETIMEDOUT':
+      return CONNECT_TIMEOUT;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+      return CONNECT_FAILED;
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return TIMEOUT;
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_CLOSED':
+    case 'UND_ERR_DESTROYED':
+      return RESET;
+    case 'HPE_INVALID_CONSTANT':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+      return PROTOCOL;
+    default:
+      if (typeof code === 'string' && code.startsWith('HPE_')) return PROTOCOL;
+      if ((err as Error | null)?.name === 'HTTPParserError') return PROTOCOL;
+      return INTERNAL;
+  }
+}

@@ -1,0 +1,463 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { Transform, type TransformCallback } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { CompiledRoute, ListenerState } from '../compile/snapshot.js';
+import type { ErrorCode } from '../core/errors.js';
+import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
+import { sendProblem } from '../core/problem.js';
+import type { RouterRequest } from '../router/index.js';
+import type { Endpoint } from '../upstream/service.js';
+import {
+  connectionTokens,
+  forwardedNode,
+  forwardedQuote,
+  HOP_BY_HOP,
+  isSaneRequestId,
+  removeFields,
+  responseHeaders,
+  trailerObject,
+} from './headers.js';
+import type { LocalReply, StageContext, StageResult } from './stage.js';
+
+/** What an exchange needs from the process it runs in. */
+export interface ExchangeHost {
+  /** True once SIGTERM started draining: replies close their connection. */
+  readonly draining: boolean;
+  /** `1.1 <via>` or '' for none. */
+  readonly viaValue: string;
+  /** Called once per request when it is over, only when something (the access log) listens. */
+  readonly onFinish: ((ex: Exchange) => void) | undefined;
+}
+
+const kPeer = Symbol('trellis.peer');
+interface PeerInfo {
+  address: string;
+  trusted: boolean;
+  forwardedFor: string;
+}
+type TaggedSocket = Socket & { [kPeer]?: PeerInfo };
+
+/** Client address without the IPv4-mapped IPv6 prefix. */
+function peerOf(socket: TaggedSocket, state: ListenerState): PeerInfo {
+  let info = socket[kPeer];
+  if (info === undefined) {
+    let address = socket.remoteAddress ?? '';
+    if (address.startsWith('::ffff:') && address.includes('.')) address = address.slice(7);
+    const family = address.includes(':') ? 'ipv6' : 'ipv4';
+    const trusted = state.trusted !== undefined && address !== '' && state.trusted.check(address, family);
+    info = { address, trusted, forwardedFor: forwardedNode(address) };
+    socket[kPeer] = info;
+  }
+  return info;
+}
+
+/**
+ * One client request and its upstream attempt. The same object is the router input, the stage context and
+ * the undici dispatch handler, so a proxied request allocates one object for all of its state.
+ */
+export class Exchange implements StageContext, RouterRequest {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly gw: ExchangeHost;
+  readonly listener: ListenerState;
+  readonly method: string;
+  host = '';
+  hostHeader = '';
+  path = '/';
+  query = '';
+  params: Readonly<Record<string, string>> | undefined = undefined;
+  upstreamPath = '/';
+  upstreamHeaders: string[] = [];
+  upstreamHost: string | undefined = undefined;
+  requestId = '';
+  route: CompiledRoute | undefined = undefined;
+  endpoint: Endpoint | undefined = undefined;
+  outcome: Outcome = 'local_reply';
+  errorCode: ErrorCode | undefined = undefined;
+  status = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  /** performance.now() marks, only taken when something reads them. */
+  readonly timed: boolean;
+  startedAt = 0;
+  upstreamStartedAt = 0;
+  upstreamEndedAt = 0;
+
+  #abort: ((err?: Error) => void) | undefined = undefined;
+  #done = false;
+  #bodyLength = -1; // -1: no body; -2: chunked; else Content-Length
+  #xff: string | undefined = undefined;
+  #xfp: string | undefined = undefined;
+  #xfh: string | undefined = undefined;
+  #forwarded: string | undefined = undefined;
+  #via: string | undefined = undefined;
+  #connection: string | undefined = undefined;
+
+  constructor(gw: ExchangeHost, listener: ListenerState, req: IncomingMessage, res: ServerResponse) {
+    this.gw = gw;
+    this.listener = listener;
+    this.req = req;
+    this.res = res;
+    this.method = req.method ?? 'GET';
+    this.timed = gw.onFinish !== undefined;
+    if (this.timed) this.startedAt = performance.now();
+  }
+
+  get headers(): IncomingHttpHeaders {
+    return this.req.headers;
+  }
+
+  /** Runs the request to its end: routing, stages, upstream or local reply. */
+  start(expectContinue: boolean): void {
+    this.res.on('close', this.#onClientClose);
+    if (!this.#parseTarget() || !this.#readHeaders()) {
+      this.#localError('bad_request', 'malformed request target or headers');
+      return;
+    }
+    const m = this.listener.router.match(this);
+    if (m.kind !== 'match') {
+      if (m.kind === 'method_not_allowed') {
+        this.#localError('method_not_allowed', `${this.method} is not allowed here`, {
+          allow: m.allow.join(', '),
+        });
+      } else {
+        this.#localError('route_not_found', `no route for ${this.host}${this.path}`);
+      }
+      return;
+    }
+    const route = m.value;
+    this.route = route;
+    this.params = m.params;
+    if (this.#bodyLength > route.maxBodyBytes) {
+      this.#localError('body_too_large', `body of ${this.#bodyLength} bytes exceeds ${route.maxBodyBytes}`);
+      return;
+    }
+    const stages = route.stages;
+    for (let i = 0; i < stages.length; i++) {
+      const r: StageResult = stages[i]!.onRequest(this);
+      if (r === undefined) continue;
+      if (r instanceof Promise) {
+        r.then(
+          (v) => (v === undefined ? this.#continueStages(i + 1, expectContinue) : this.#reply(v)),
+          (err) => this.#fail('internal_error', err),
+        );
+        return;
+      }
+      this.#reply(r);
+      return;
+    }
+    this.#forward(expectContinue);
+  }
+
+  #continueStages(from: number, expectContinue: boolean): void {
+    if (this.#done) return;
+    const stages = this.route!.stages;
+    for (let i = from; i < stages.length; i++) {
+      const r = stages[i]!.onRequest(this);
+      if (r === undefined) continue;
+      if (r instanceof Promise) {
+        r.then(
+          (v) => (v === undefined ? this.#continueStages(i + 1, expectContinue) : this.#reply(v)),
+          (err) => this.#fail('internal_error', err),
+        );
+        return;
+      }
+      this.#reply(r);
+      return;
+    }
+    this.#forward(expectContinue);
+  }
+
+  /** Splits the request target; accepts origin-form and absolute-form (RFC 9112 §3.2). */
+  #parseTarget(): boolean {
+    let url = this.req.url ?? '';
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      if (!/^https?:\/\//i.test(url)) return false;
+      try {
+        const u = new URL(url);
+        this.host = u.hostname.toLowerCase();
+        this.hostHeader = u.host;
+        url = u.pathname + u.search;
+      } catch {
+        return false;
+      }
+    }
+    const q = url.indexOf('?');
+    if (q === -1) {
+      this.path = url;
+    } else {
+      this.path = url.slice(0, q);
+      this.query = url.slice(q + 1);
+    }
+    this.upstreamPath = url;
+    return true;
+  }
+
+  /** One pass over the raw headers: the upstream list without hop-by-hop fields, and the fields we act on. */
+  #readHeaders(): boolean {
+    const raw = this.req.rawHeaders;
+    const out = this.upstreamHeaders;
+    let requestId: string | undefined;
+    let sawHost = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      const value = raw[i + 1]!;
+      switch (name) {
+        case 'host':
+          // RFC 9112 §3.2: more than one Host is a 400.
+          if (sawHost) return false;
+          sawHost = true;
+          if (this.hostHeader === '') this.hostHeader = value;
+          continue;
+        case 'content-length':
+          this.#bodyLength = Number(value);
+          out.push(name, value);
+          continue;
+        case 'transfer-encoding':
+          this.#bodyLength = -2;
+          continue;
+        case 'connection':
+          this.#connection = this.#connection === undefined ? value : `${this.#connection}, ${value}`;
+          continue;
+        case 'x-forwarded-for':
+          this.#xff = this.#xff === undefined ? value : `${this.#xff}, ${value}`;
+          continue;
+        case 'x-forwarded-proto':
+          this.#xfp ??= value;
+          continue;
+        case 'x-forwarded-host':
+          this.#xfh ??= value;
+          continue;
+        case 'forwarded':
+          this.#forwarded = this.#forwarded === undefined ? value : `${this.#forwarded}, ${value}`;
+          continue;
+        case 'via':
+          this.#via = this.#via === undefined ? value : `${this.#via}, ${value}`;
+          continue;
+        case 'x-request-id':
+          requestId ??= value;
+          continue;
+        case 'expect':
+          continue;
+        default:
+          if (HOP_BY_HOP.has(name)) continue;
+          out.push(name, value);
+      }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+    if (!sawHost && this.req.httpVersionMinor >= 1 && this.req.httpVersionMajor === 1) return false;
+    if (this.#connection !== undefined) {
+      const tokens = connectionTokens(this.#connection);
+      if (tokens) removeFields(out, tokens);
+    }
+    if (this.host === '') {
+      const h = this.hostHeader;
+      const end = h.charCodeAt(0) === 91 /* [ */ ? h.indexOf(']') + 1 : h.indexOf(':');
+      this.host = (end > 0 ? h.slice(0, end) : h).toLowerCase();
+    }
+    this.requestId = requestId !== undefined && isSaneRequestId(requestId) ? requestId : randomUUID();
+    return true;
+  }
+
+  /** Adds the forwarding fields (X-Forwarded-*, Forwarded, Via, X-Request-Id) per the listener's trust. */
+  #addForwardingHeaders(): void {
+    const out = this.upstreamHeaders;
+    const peer = peerOf(this.req.socket as TaggedSocket, this.listener);
+    const trusted = peer.trusted;
+    const proto = this.listener.scheme;
+    out.push(
+      'x-forwarded-for',
+      trusted && this.#xff !== undefined ? `${this.#xff}, ${peer.address}` : peer.address,
+      'x-forwarded-proto',
+      trusted && this.#xfp !== undefined ? this.#xfp : proto,
+      'x-forwarded-host',
+      trusted && this.#xfh !== undefined ? this.#xfh : this.hostHeader,
+    );
+    const element = `for=${peer.forwardedFor};host=${forwardedQuote(this.hostHeader)};proto=${proto}`;
+    out.push(
+      'forwarded',
+      trusted && this.#forwarded !== undefined ? `${this.#forwarded}, ${element}` : element,
+    );
+    const via = this.gw.viaValue;
+    if (via !== '') out.push('via', this.#via === undefined ? via : `${this.#via}, ${via}`);
+    else if (this.#via !== undefined) out.push('via', this.#via);
+    out.push('x-request-id', this.requestId);
+  }
+
+  #forward(expectContinue: boolean): void {
+    const route = this.route!;
+    const service = route.pickService?.();
+    const endpoint = service?.balancer.pick();
+    if (endpoint === undefined) {
+      this.#localError(
+        'no_healthy_upstream',
+        service ? `service ${service.name} has no endpoint` : undefined,
+      );
+      return;
+    }
+    this.endpoint = endpoint;
+    this.#addForwardingHeaders();
+    const out = this.upstreamHeaders;
+    out.push('host', this.upstreamHost ?? (route.preserveHost ? this.hostHeader : endpoint.authority));
+
+    let body: Transform | null = null;
+    if (this.#bodyLength > 0 || this.#bodyLength === -2) {
+      body = new BodyMeter(this, route.maxBodyBytes);
+      this.req.pipe(body);
+    }
+    if (expectContinue) this.res.writeContinue();
+    if (this.timed) this.upstreamStartedAt = performance.now();
+    endpoint.pool.dispatch(
+      {
+        path: this.upstreamPath,
+        method: this.method,
+        headers: out,
+        body,
+        headersTimeout: route.requestTimeout,
+        bodyTimeout: route.upstreamIdleTimeout,
+      },
+      this as unknown as Dispatcher.DispatchHandler,
+    );
+  }
+
+  // ---- undici handler ----
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.#abort = abort;
+    if (this.#done) abort(new Error('client closed the connection'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    const res = this.res;
+    if (this.#done) return false;
+    const headers = responseHeaders(rawHeaders);
+    const stages = this.route!.responseStages;
+    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
+    if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
+    headers.push('x-request-id', this.requestId);
+    if (this.gw.draining) res.shouldKeepAlive = false;
+    this.status = statusCode;
+    this.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
+    try {
+      if (statusText) res.writeHead(statusCode, statusText, headers);
+      else res.writeHead(statusCode, headers);
+    } catch (err) {
+      // A field Node refuses to write (invalid characters): treat as a protocol error of the upstream.
+      this.#abort?.(
+        Object.assign(new Error(`invalid response header: ${(err as Error).message}`), {
+          code: 'HPE_INVALID_HEADER_TOKEN',
+        }),
+      );
+      return false;
+    }
+    res.on('drain', resume);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.bytesOut += chunk.length;
+    return this.res.write(chunk);
+  }
+
+  onComplete(trailers: Array<Buffer | string> | null): void {
+    if (this.timed) this.upstreamEndedAt = performance.now();
+    if (trailers && trailers.length > 0 && this.res.chunkedEncoding)
+      this.res.addTrailers(trailerObject(trailers));
+    this.res.end();
+  }
+
+  onError(err: Error): void {
+    if (this.timed) this.upstreamEndedAt = performance.now();
+    if (this.#done && !this.res.headersSent) {
+      this.outcome = 'client_abort';
+      return;
+    }
+    const te = err as Error & { trellisCode?: ErrorCode };
+    if (te.trellisCode !== undefined) {
+      this.#localError(te.trellisCode, err.message);
+      return;
+    }
+    const c = classifyUpstreamError(err);
+    if (this.res.headersSent) {
+      // Too late for an error reply: cut the response so the client sees it is incomplete.
+      this.outcome = this.#done ? 'client_abort' : c.outcome;
+      this.errorCode = c.code;
+      this.res.destroy();
+      return;
+    }
+    this.outcome = c.outcome;
+    this.#localError(c.code, `${this.endpoint?.authority ?? 'upstream'}: ${err.message}`);
+  }
+
+  onBodySent(chunk: Buffer | string): void {
+    this.bytesIn += chunk.length;
+  }
+
+  // ---- replies and the end ----
+
+  #reply(r: LocalReply): void {
+    if (r.kind === 'error') {
+      this.#localError(r.code, r.detail, r.headers);
+      return;
+    }
+    const res = this.res;
+    this.status = r.status;
+    res.setHeader('x-request-id', this.requestId);
+    if (this.gw.draining) res.shouldKeepAlive = false;
+    res.writeHead(r.status, r.headers);
+    res.end(this.method === 'HEAD' ? undefined : r.body);
+  }
+
+  #localError(code: ErrorCode, detail?: string, headers?: Record<string, string>): void {
+    const res = this.res;
+    if (res.headersSent || res.destroyed) return;
+    this.errorCode = code;
+    if (this.requestId === '') this.requestId = randomUUID();
+    this.status = 0;
+    // After refusing a body we will not read, close instead of draining it.
+    if (code === 'body_too_large' || code === 'bad_request' || this.gw.draining) res.shouldKeepAlive = false;
+    sendProblem(res, code, detail, this.requestId, headers);
+    this.status = res.statusCode;
+  }
+
+  #fail(code: ErrorCode, err: unknown): void {
+    this.#localError(code, (err as Error)?.message);
+  }
+
+  /** The client connection closed: finished normally, or gone before the end. */
+  #onClientClose = (): void => {
+    this.#done = true;
+    if (!this.res.writableFinished) {
+      this.#abort?.(new Error('client closed the connection'));
+      if (this.outcome === 'success' || this.outcome === 'local_reply') this.outcome = 'client_abort';
+    }
+    this.gw.onFinish?.(this);
+  };
+}
+
+/** Counts request body bytes and enforces the route's body limit without tearing down the client socket. */
+class BodyMeter extends Transform {
+  readonly #ex: Exchange;
+  readonly #limit: number;
+  #seen = 0;
+  constructor(ex: Exchange, limit: number) {
+    super();
+    this.#ex = ex;
+    this.#limit = limit;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#seen += chunk.length;
+    if (this.#seen > this.#limit) {
+      const err = Object.assign(new Error(`body exceeds ${this.#limit} bytes`), {
+        trellisCode: 'body_too_large' as const,
+      });
+      this.#ex.req.unpipe(this);
+      cb(err);
+      return;
+    }
+    cb(null, chunk);
+  }
+}

@@ -1,0 +1,127 @@
+import type { Logger } from 'pino';
+import { compileSnapshot, type Snapshot } from '../compile/snapshot.js';
+import type { Config } from '../config/schema.js';
+import { type AccessLog, createAccessLog } from '../observability/access-log.js';
+import { PoolRegistry } from '../upstream/pools.js';
+import type { Exchange, ExchangeHost } from './exchange.js';
+import { ListenerRuntime, listenerKey } from './listener.js';
+
+/**
+ * The proxy engine of one process: the live snapshot, the listeners that outlive it, and the pools it shares
+ * with the next one. `apply` is a transaction: the new config compiles and binds completely, or nothing changes.
+ */
+export class Gateway implements ExchangeHost {
+  draining = false;
+  viaValue = '';
+  onFinish: ((ex: Exchange) => void) | undefined = undefined;
+  #snapshot: Snapshot | undefined;
+  readonly #listeners = new Map<string, ListenerRuntime>();
+  readonly #pools = new PoolRegistry();
+  #accessLog: AccessLog | undefined;
+  readonly #log: Logger;
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  get snapshot(): Snapshot | undefined {
+    return this.#snapshot;
+  }
+
+  /** Bound ports by listener name (useful when a config asks for port 0). */
+  ports(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const l of this.#listeners.values()) out[l.state.name] = l.port;
+    return out;
+  }
+
+  async apply(config: Config, version: number, hash: string): Promise<Snapshot> {
+    if (this.draining) throw new Error('draining: not applying new config');
+    let snapshot: Snapshot;
+    try {
+      snapshot = compileSnapshot(config, version, this.#pools, hash);
+    } catch (err) {
+      if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+      throw err;
+    }
+
+    // Bind what is new before touching what serves.
+    const wanted = new Map<string, ListenerRuntime | undefined>();
+    const fresh: ListenerRuntime[] = [];
+    try {
+      for (const l of config.listeners) {
+        const key = listenerKey(l);
+        const state = snapshot.listeners.get(l.name)!;
+        const existing = this.#listeners.get(key);
+        if (existing) {
+          wanted.set(key, existing);
+          continue;
+        }
+        const rt = new ListenerRuntime(this, state);
+        await rt.listen();
+        fresh.push(rt);
+        wanted.set(key, rt);
+      }
+    } catch (err) {
+      await Promise.all(fresh.map((rt) => rt.close()));
+      if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+      throw err;
+    }
+
+    // Swap: every listener points at the new snapshot in one synchronous step.
+    for (const l of config.listeners) {
+      const rt = wanted.get(listenerKey(l))!;
+      rt.apply(snapshot.listeners.get(l.name)!);
+      this.#listeners.set(rt.key, rt);
+    }
+    this.#snapshot = snapshot;
+    this.viaValue = snapshot.via === '' ? '' : `1.1 ${snapshot.via}`;
+    this.#swapAccessLog(config.accessLog.output);
+
+    // Retire what the new config no longer has.
+    for (const [key, rt] of this.#listeners) {
+      if (!wanted.has(key)) {
+        this.#listeners.delete(key);
+        rt.close().catch(() => {});
+      }
+    }
+    this.#pools.retain(snapshot.pools);
+    return snapshot;
+  }
+
+  #swapAccessLog(output: string): void {
+    if ((this.#accessLog?.output ?? 'off') === output) return;
+    const old = this.#accessLog;
+    this.#accessLog = createAccessLog(output);
+    const log = this.#accessLog;
+    this.onFinish = log ? (ex) => log.write(ex) : undefined;
+    old?.close().catch(() => {});
+  }
+
+  /**
+   * SIGTERM: stop accepting, let in-flight requests finish (replies now close their connections), and after
+   * `deadlineMs` close whatever is left.
+   */
+  async drain(deadlineMs: number): Promise<void> {
+    this.draining = true;
+    const listeners = [...this.#listeners.values()];
+    this.#listeners.clear();
+    const closed = Promise.all(listeners.map((l) => l.close()));
+    const idleSweep = setInterval(() => {
+      for (const l of listeners) l.server.closeIdleConnections();
+    }, 50);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => resolve('deadline'), deadlineMs);
+    });
+    const result = await Promise.race([closed.then(() => 'closed' as const), deadline]);
+    clearInterval(idleSweep);
+    clearTimeout(timer);
+    if (result === 'deadline') {
+      this.#log.warn({ deadlineMs }, 'drain deadline reached; closing remaining connections');
+      for (const l of listeners) l.server.closeAllConnections();
+    }
+    await this.#pools.closeAll();
+    await this.#accessLog?.close();
+  }
+}

@@ -1,0 +1,113 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ListenerState } from '../compile/snapshot.js';
+import type { ListenerConfig } from '../config/schema.js';
+import type { ErrorCode } from '../core/errors.js';
+import { rawProblemResponse, sendProblem } from '../core/problem.js';
+import { Exchange, type ExchangeHost } from './exchange.js';
+
+/** Listeners are identified by what they bind; everything else is applied in place on reload. */
+export function listenerKey(l: ListenerConfig): string {
+  return `${l.protocol}://${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`;
+}
+
+/**
+ * A bound socket that lives across reloads. Each request reads `state` once, so it finishes on the snapshot it
+ * started with while the next request already sees the new one.
+ */
+export class ListenerRuntime {
+  readonly key: string;
+  readonly server: Server;
+  state: ListenerState;
+  #maxHeaderCount = 100;
+
+  constructor(host: ExchangeHost, state: ListenerState) {
+    this.key = listenerKey(state.config);
+    this.state = state;
+    const l = state.config;
+    this.server = createServer({
+      maxHeaderSize: l.limits.maxHeaderBytes,
+      // Checked by the exchange, so that the 400 is a problem+json reply like every other.
+      requireHostHeader: false,
+      insecureHTTPParser: false,
+      joinDuplicateHeaders: false,
+      noDelay: true,
+      // Checks headers/request timeouts of open connections (slowloris) every second.
+      connectionsCheckingInterval: 1000,
+    });
+    this.apply(state);
+    const onRequest = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean) => {
+      const state = this.state;
+      if (req.rawHeaders.length > this.#maxHeaderCount * 2) {
+        res.shouldKeepAlive = false;
+        sendProblem(res, 'headers_too_large', `more than ${this.#maxHeaderCount} header fields`, undefined);
+        return;
+      }
+      new Exchange(host, state, req, res).start(expectContinue);
+    };
+    this.server.on('request', function trellisRequest(req, res) {
+      onRequest(req, res, false);
+    });
+    this.server.on('checkContinue', function trellisExpectContinue(req, res) {
+      onRequest(req, res, true);
+    });
+    this.server.on('clientError', onClientError);
+  }
+
+  /** Applies a new snapshot's settings for this listener in place (Node reads them per connection). */
+  apply(state: ListenerState): void {
+    const l = state.config;
+    // maxHeaderSize is a creation option in the types, but Node reads the property for each new connection.
+    const s = this.server as Server & { maxHeaderSize: number };
+    s.maxHeaderSize = l.limits.maxHeaderBytes;
+    s.requestTimeout = l.timeouts.request;
+    s.headersTimeout = Math.min(l.timeouts.headers, l.timeouts.request || l.timeouts.headers);
+    s.keepAliveTimeout = l.timeouts.idle;
+    s.timeout = 0;
+    s.maxRequestsPerSocket = l.limits.maxRequestsPerConnection;
+    // One more than the limit, so that a request over it is seen and refused instead of silently cut.
+    s.maxHeadersCount = l.limits.maxHeaderCount + 1;
+    this.#maxHeaderCount = l.limits.maxHeaderCount;
+    if (l.limits.maxConnections !== undefined) s.maxConnections = l.limits.maxConnections;
+    this.state = state;
+  }
+
+  listen(): Promise<void> {
+    const l = this.state.config;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ host: l.address, port: l.port, backlog: 511, exclusive: false }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  get port(): number {
+    const a = this.server.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  }
+
+  /** Stops accepting; open connections finish their current request and close. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+}
+
+/** Parse errors, header overflow and timeouts, before a request object exists: a raw problem reply. */
+function onClientError(err: Error & { code?: string }, socket: Socket): void {
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  let code: ErrorCode = 'bad_request';
+  if (err.code === 'HPE_HEADER_OVERFLOW') code = 'headers_too_large';
+  else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') code = 'request_timeout';
+  const reason = (err as { reason?: string }).reason ?? err.message;
+  socket.end(rawProblemResponse(code, code === 'bad_request' ? `malformed request: ${reason}` : reason));
+}

@@ -1,0 +1,45 @@
+import type { ErrorCode } from '../core/errors.js';
+
+/** A reply a stage makes instead of going upstream. */
+export type LocalReply =
+  | { kind: 'error'; code: ErrorCode; detail?: string; headers?: Record<string, string> }
+  | { kind: 'response'; status: number; headers: Record<string, string | number>; body: string | Buffer };
+
+/**
+ * What every request stage sees. The same object is the upstream handler, so a request costs one allocation
+ * for all of its state.
+ */
+export interface StageContext {
+  readonly method: string;
+  /** Lower-case host without port. */
+  readonly host: string;
+  /** The Host header as received (with port), or '' when absent. */
+  readonly hostHeader: string;
+  /** Path as received, without the query. */
+  readonly path: string;
+  /** Query without `?`, or ''. */
+  readonly query: string;
+  /** Params from a `template` path match. */
+  readonly params: Readonly<Record<string, string>> | undefined;
+  /** The path and query sent upstream; stages may rewrite it. */
+  upstreamPath: string;
+  /** Flat [name, value, ...] list sent upstream, names lower case; stages may edit it. */
+  readonly upstreamHeaders: string[];
+  /** Host header sent upstream, when not the client's. */
+  upstreamHost: string | undefined;
+}
+
+/** What a stage returns: nothing to continue, a local reply, or a promise of either. Sync stages stay sync. */
+export type StageResult = undefined | LocalReply | Promise<undefined | LocalReply>;
+
+export interface RequestStage {
+  readonly name: string;
+  onRequest(ctx: StageContext): StageResult;
+}
+
+/** Runs after the upstream response headers arrive, in reverse route order, before they go to the client. */
+export interface ResponseStage {
+  readonly name: string;
+  /** `headers` is the flat list about to be written; edit it in place. */
+  onResponse(status: number, headers: string[]): void;
+}

@@ -1,0 +1,76 @@
+import type { HeaderEditsConfig } from '../config/schema.js';
+import type { RequestStage, ResponseStage, StageContext } from '../proxy/stage.js';
+
+interface CompiledEdits {
+  /** Lower-case names whose values are dropped: `remove` plus the names `set` replaces. */
+  drop: string[];
+  /** Flat [name, value, ...] appended after the drop: `set` then `add`. */
+  append: string[];
+}
+
+function compileEdits(cfg: HeaderEditsConfig): CompiledEdits | undefined {
+  const drop = new Set<string>();
+  const append: string[] = [];
+  for (const n of cfg.remove ?? []) drop.add(n.toLowerCase());
+  for (const [n, v] of Object.entries(cfg.set ?? {})) {
+    drop.add(n.toLowerCase());
+    append.push(n.toLowerCase(), v);
+  }
+  for (const [n, v] of Object.entries(cfg.add ?? {})) append.push(n.toLowerCase(), v);
+  if (drop.size === 0 && append.length === 0) return undefined;
+  return { drop: [...drop], append };
+}
+
+/** Drops the fields whose lower-cased name is in `drop`, in place. */
+function dropFields(list: string[], drop: readonly string[], namesAreLower: boolean): void {
+  if (drop.length === 0) return;
+  let w = 0;
+  for (let r = 0; r < list.length; r += 2) {
+    const name = namesAreLower ? list[r]! : list[r]!.toLowerCase();
+    if (drop.includes(name)) continue;
+    list[w] = list[r]!;
+    list[w + 1] = list[r + 1]!;
+    w += 2;
+  }
+  list.length = w;
+}
+
+export function requestHeaderStage(cfg: HeaderEditsConfig): RequestStage | undefined {
+  const edits = compileEdits(cfg);
+  if (!edits) return undefined;
+  const { drop, append } = edits;
+  return {
+    name: 'request-headers',
+    onRequest: function editRequestHeaders(ctx: StageContext) {
+      dropFields(ctx.upstreamHeaders, drop, true);
+      for (let i = 0; i < append.length; i++) ctx.upstreamHeaders.push(append[i]!);
+      if (drop.includes('host') || append.includes('host')) moveHost(ctx);
+      return undefined;
+    },
+  };
+}
+
+/** `host` is sent through `upstreamHost`, never as a listed field (undici rejects two). */
+function moveHost(ctx: StageContext): void {
+  const list = ctx.upstreamHeaders;
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i] === 'host') {
+      ctx.upstreamHost = list[i + 1]!;
+      list.splice(i, 2);
+      i -= 2;
+    }
+  }
+}
+
+export function responseHeaderStage(cfg: HeaderEditsConfig): ResponseStage | undefined {
+  const edits = compileEdits(cfg);
+  if (!edits) return undefined;
+  const { drop, append } = edits;
+  return {
+    name: 'response-headers',
+    onResponse: function editResponseHeaders(_status: number, headers: string[]) {
+      dropFields(headers, drop, false);
+      for (let i = 0; i < append.length; i++) headers.push(append[i]!);
+    },
+  };
+}

@@ -1,0 +1,89 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { configHash } from '../src/compile/snapshot.js';
+import { type ConfigInput, configSchema } from '../src/config/schema.js';
+import { Gateway } from '../src/proxy/gateway.js';
+
+export interface Upstream {
+  readonly port: number;
+  readonly url: string;
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+/** A real upstream on a free loopback port. */
+export async function startUpstream(
+  handler: (req: IncomingMessage, res: ServerResponse) => void = echo,
+): Promise<Upstream> {
+  const server = createServer(handler);
+  server.keepAliveTimeout = 10_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    server,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** Echoes what arrived as JSON: method, url, headers, and the body length. */
+export function echo(req: IncomingMessage, res: ServerResponse): void {
+  let bytes = 0;
+  req.on('data', (c: Buffer) => {
+    bytes += c.length;
+  });
+  req.on('end', () => {
+    const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, bytes });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+}
+
+export interface TestGateway {
+  readonly gateway: Gateway;
+  readonly port: number;
+  readonly url: string;
+  apply(input: ConfigInput): Promise<void>;
+  close(): Promise<void>;
+}
+
+let versions = 0;
+
+/** A gateway in this process on a free port, from a config object (listener port 0 by default). */
+export async function startGateway(input: ConfigInput): Promise<TestGateway> {
+  const gateway = new Gateway(pino({ level: process.env.TEST_LOG ?? 'silent' }));
+  const apply = async (i: ConfigInput) => {
+    const config = configSchema.parse(i);
+    await gateway.apply(config, ++versions, configHash(config));
+  };
+  await apply(input);
+  const port = Object.values(gateway.ports())[0]!;
+  return {
+    gateway,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    apply,
+    close: () => gateway.drain(1000),
+  };
+}
+
+/** The common case: one listener, one service at `upstream`, routes given. */
+export function simpleConfig(
+  upstream: string | string[],
+  routes: ConfigInput['routes'] = [{ name: 'all', backends: [{ service: 'svc' }] }],
+  extra: Partial<ConfigInput> = {},
+): ConfigInput {
+  return {
+    listeners: [{ name: 'public', port: 0 }],
+    services: [{ name: 'svc', endpoints: Array.isArray(upstream) ? upstream : [upstream] }],
+    routes,
+    admin: { enabled: false },
+    ...extra,
+  };
+}
