@@ -334,3 +334,22 @@ describe('strict HTTP/1.1 parsing: smuggling attempts get 400 and never reach th
     expect(hits).toBe(before);
   });
 });
+
+describe('keep-alive', () => {
+  test('local replies and proxied replies keep the connection open', async () => {
+    const up = await startUpstream((_req, res) => res.end('ok'));
+    const gw = await startGateway(
+      simpleConfig(up.url, [
+        { name: 'api', match: { path: { prefix: '/api' } }, backends: [{ service: 'svc' }] },
+        { name: 'hi', match: { path: { exact: '/hi' } }, directResponse: { status: 200, body: 'hi' } },
+      ]),
+    );
+    const r = await rawRequest(
+      gw.port,
+      'GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /hi HTTP/1.1\r\nHost: x\r\n\r\nGET /api HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    expect(r.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 404', 'HTTP/1.1 200', 'HTTP/1.1 200']);
+    await gw.close();
+    await up.close();
+  });
+});

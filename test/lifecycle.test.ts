@@ -1,0 +1,132 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Pool } from 'undici';
+import { startUpstream, type Upstream } from './helpers.js';
+import { type GatewayProcess, spawnGateway } from './process.js';
+
+const config = (tag: string) => `
+listeners:
+  - name: public
+    port: {{PORT}}
+admin:
+  port: {{ADMIN_PORT}}
+services:
+  - name: svc
+    endpoints: ["{{UPSTREAM}}"]
+routes:
+  - name: all
+    backends: [{ service: svc }]
+    responseHeaders:
+      set: { x-config: "${tag}" }
+`;
+
+const INVALID = `
+listeners:
+  - name: public
+    port: {{PORT}}
+admin:
+  port: {{ADMIN_PORT}}
+routes:
+  - name: all
+    backends: [{ service: missing }]
+    matchh: {}
+`;
+
+describe('reload under load (2 workers)', () => {
+  let up: Upstream;
+  let gw: GatewayProcess;
+  beforeAll(async () => {
+    up = await startUpstream((_req, res) => res.end('ok'));
+    gw = await spawnGateway(config('a'), { workers: 2, upstream: up.url });
+    await gw.waitReady();
+  });
+  afterAll(async () => {
+    gw.kill('SIGTERM');
+    await gw.exited;
+    await up.close();
+  });
+
+  test('200 reloads (valid configs alternating, invalid ones between) lose no request and reset no connection', async () => {
+    const pool = new Pool(gw.url, { connections: 8, pipelining: 1 });
+    let ok = 0;
+    let failed = 0;
+    const errors: string[] = [];
+    let stop = false;
+    const seen = new Set<string>();
+    const loop = async () => {
+      while (!stop) {
+        try {
+          const r = await pool.request({ path: '/', method: 'GET' });
+          const text = await r.body.text();
+          if (r.statusCode === 200 && text === 'ok') {
+            ok++;
+            seen.add(String(r.headers['x-config']));
+          } else {
+            failed++;
+            errors.push(`${r.statusCode} ${text.slice(0, 200)}`);
+          }
+        } catch (err) {
+          failed++;
+          errors.push((err as Error).message);
+        }
+      }
+    };
+    const deadline = setTimeout(() => (stop = true), 120_000);
+    const loops = Array.from({ length: 8 }, loop);
+
+    let expectedVersion = (await gw.admin('/ready')).body.version as number;
+    let reloads = 0;
+    for (let i = 0; reloads < 200 && !stop; i++) {
+      if (i % 3 === 2) {
+        gw.writeConfig(INVALID);
+        gw.kill('SIGHUP');
+        reloads++;
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      gw.writeConfig(config(i % 2 === 0 ? 'b' : 'a'));
+      gw.kill('SIGHUP');
+      reloads++;
+      expectedVersion++;
+      // Wait until every worker serves the new version.
+      for (let tries = 0; tries < 400; tries++) {
+        const s = (await gw.admin('/ready')).body;
+        if (s.workers.length === 2 && s.workers.every((w: { version: number }) => w.version >= expectedVersion)) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    stop = true;
+    clearTimeout(deadline);
+    await Promise.all(loops);
+    await pool.close();
+
+    expect(reloads).toBe(200);
+    expect(errors.slice(0, 5)).toEqual([]);
+    expect(failed).toBe(0);
+    expect(ok).toBeGreaterThan(500);
+    expect(seen).toEqual(new Set(['a', 'b']));
+    const final = (await gw.admin('/ready')).body;
+    expect(final.workers).toHaveLength(2);
+    for (const w of final.workers) expect(w.version).toBe(final.version);
+    expect(final.version).toBe(expectedVersion);
+    expect(gw.stderr()).toContain('config rejected');
+    const view = (await gw.admin('/config')).body;
+    expect(view.version).toBe(final.version);
+    expect(view.hash).toMatch(/^[0-9a-f]{64}$/);
+  }, 180_000);
+});
+
+describe('SIGTERM drains', () => {
+  test('in-flight requests finish, new connections are refused, exit code 0', async () => {
+    const up = await startUpstream((_req, res) => setTimeout(() => res.end('slow ok'), 600));
+    const gw = await spawnGateway(config('a'), { workers: 1, upstream: up.url });
+    await gw.waitReady();
+    const inflight = fetch(`${gw.url}/slow`).then(async (r) => ({ status: r.status, text: await r.text() }));
+    await new Promise((r) => setTimeout(r, 150));
+    gw.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 150));
+    await expect(fetch(`${gw.url}/after`)).rejects.toThrow();
+    expect(await inflight).toEqual({ status: 200, text: 'slow ok' });
+    expect(await gw.exited).toBe(0);
+    await up.close();
+  }, 30_000);
+});

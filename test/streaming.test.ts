@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startUpstream, type Upstream } from './helpers.js';
+import { type GatewayProcess, spawnGateway } from './process.js';
+
+const GiB = 1024 * 1024 * 1024;
+const CHUNK = Buffer.alloc(256 * 1024, 120);
+
+/** Peak resident memory of a process, from /proc (Linux). */
+function peakRssBytes(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]) * 1024;
+}
+
+const CONFIG = `
+listeners:
+  - name: public
+    port: {{PORT}}
+admin:
+  port: {{ADMIN_PORT}}
+services:
+  - name: svc
+    endpoints: ["{{UPSTREAM}}"]
+routes:
+  - name: all
+    backends: [{ service: svc }]
+    timeouts: { request: 60s }
+`;
+
+/** Writes `total` bytes to a writable, honouring backpressure. */
+function pump(w: NodeJS.WritableStream, total: number, done: () => void): void {
+  let sent = 0;
+  const write = () => {
+    while (sent < total) {
+      sent += CHUNK.length;
+      if (!w.write(CHUNK)) {
+        w.once('drain', write);
+        return;
+      }
+    }
+    done();
+  };
+  write();
+}
+
+describe('1 GiB through the gateway streams with backpressure', () => {
+  let up: Upstream;
+  let gw: GatewayProcess;
+  beforeAll(async () => {
+    up = await startUpstream((req, res) => {
+      if (req.url === '/download') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': GiB });
+        pump(res, GiB, () => res.end());
+        return;
+      }
+      let bytes = 0;
+      req.on('data', (c: Buffer) => {
+        bytes += c.length;
+      });
+      req.on('end', () => res.end(String(bytes)));
+    });
+    gw = await spawnGateway(CONFIG, { workers: 1, upstream: up.url });
+    await gw.waitReady();
+  });
+  afterAll(async () => {
+    gw.kill('SIGTERM');
+    await gw.exited;
+    await up.close();
+  });
+
+  test('a 1 GiB download and a 1 GiB upload keep the gateway under 150 MB RSS', async () => {
+    const downloaded = await new Promise<number>((resolve, reject) => {
+      httpRequest(`${gw.url}/download`, (res) => {
+        let n = 0;
+        res.on('data', (c: Buffer) => {
+          n += c.length;
+        });
+        res.on('end', () => resolve(n));
+        res.on('error', reject);
+      })
+        .on('error', reject)
+        .end();
+    });
+    expect(downloaded).toBe(GiB);
+
+    const uploaded = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${gw.url}/upload`, { method: 'POST' }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve(text));
+      });
+      req.on('error', reject);
+      pump(req, GiB, () => req.end());
+    });
+    expect(uploaded).toBe(String(GiB));
+
+    const peak = peakRssBytes(gw.child.pid!);
+    expect(peak).toBeLessThan(150 * 1024 * 1024);
+  }, 120_000);
+});
