@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Pool } from 'undici';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startUpstream, type Upstream } from './helpers.js';
 import { type GatewayProcess, spawnGateway } from './process.js';
 
@@ -90,7 +90,11 @@ describe('reload under load (2 workers)', () => {
       // Wait until every worker serves the new version.
       for (let tries = 0; tries < 400; tries++) {
         const s = (await gw.admin('/ready')).body;
-        if (s.workers.length === 2 && s.workers.every((w: { version: number }) => w.version >= expectedVersion)) break;
+        if (
+          s.workers.length === 2 &&
+          s.workers.every((w: { version: number }) => w.version >= expectedVersion)
+        )
+          break;
         await new Promise((r) => setTimeout(r, 5));
       }
     }

@@ -27,9 +27,15 @@ export interface RunResult {
 }
 
 /** Runs the trellis CLI to completion. */
-export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function runCli(
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env } });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: opts.cwd ?? ROOT,
+      env: { ...process.env, ...opts.env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));
@@ -74,11 +80,15 @@ export async function spawnGateway(
       .replaceAll('{{ADMIN_PORT}}', String(adminPort))
       .replaceAll('{{UPSTREAM}}', opts.upstream ?? 'http://127.0.0.1:1');
   writeFileSync(file, fill(configTemplate));
-  const child = spawn(process.execPath, [BIN, 'gateway', '--config', file, '--workers', String(opts.workers ?? 1)], {
-    cwd: ROOT,
-    env: { ...process.env, TRELLIS_LOG_LEVEL: 'info', ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'gateway', '--config', file, '--workers', String(opts.workers ?? 1)],
+    {
+      cwd: ROOT,
+      env: { ...process.env, TRELLIS_LOG_LEVEL: 'info', ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   let stdout = '';
   child.stderr!.on('data', (c) => (stderr += c));

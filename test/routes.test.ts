@@ -38,13 +38,21 @@ describe('route filters, end to end', () => {
           backends: [{ service: 'svc' }],
           preserveHost: false,
         },
-        { name: 'old', match: { path: { prefix: '/old' } }, redirect: { path: { prefix: '/new' }, statusCode: 301 } },
+        {
+          name: 'old',
+          match: { path: { prefix: '/old' } },
+          redirect: { path: { prefix: '/new' }, statusCode: 301 },
+        },
         {
           name: 'secure',
           match: { path: { exact: '/login' } },
           redirect: { scheme: 'https', host: 'login.example.test' },
         },
-        { name: 'health', match: { path: { exact: '/healthz' } }, directResponse: { status: 200, body: 'ok\n' } },
+        {
+          name: 'health',
+          match: { path: { exact: '/healthz' } },
+          directResponse: { status: 200, body: 'ok\n' },
+        },
         {
           name: 'canary',
           match: { path: { prefix: '/c' }, headers: [{ name: 'x-canary', present: true }] },
@@ -75,7 +83,9 @@ describe('route filters, end to end', () => {
   });
 
   test('prefix rewrite and header edits', async () => {
-    const r = await fetch(`${gw.url}/api/users?x=1`, { headers: { 'x-drop': 'secret', 'x-team': 'spoofed' } });
+    const r = await fetch(`${gw.url}/api/users?x=1`, {
+      headers: { 'x-drop': 'secret', 'x-team': 'spoofed' },
+    });
     const seen = await r.json();
     expect(seen.url).toBe('/users?x=1');
     expect(seen.headers['x-team']).toBe('core');
@@ -162,7 +172,13 @@ describe('reload in process', () => {
     const version = gw.gateway.snapshot!.version;
     const cfg = simpleConfig(up.url);
     await expect(
-      gw.apply({ ...cfg, listeners: [{ name: 'public', port: 0 }, { name: 'taken', port: blocker.port }] }),
+      gw.apply({
+        ...cfg,
+        listeners: [
+          { name: 'public', port: 0 },
+          { name: 'taken', port: blocker.port },
+        ],
+      }),
     ).rejects.toThrow(/EADDRINUSE/);
     expect(gw.gateway.snapshot!.version).toBe(version);
     expect(await (await fetch(gw.url)).text()).toBe('still here');

@@ -33,12 +33,14 @@ export interface ExchangeHost {
 }
 
 const kPeer = Symbol('trellis.peer');
+/** Set on a socket whose current request was answered before its body arrived in full. */
+export const kAnswered = Symbol('trellis.answered');
 interface PeerInfo {
   address: string;
   trusted: boolean;
   forwardedFor: string;
 }
-type TaggedSocket = Socket & { [kPeer]?: PeerInfo };
+type TaggedSocket = Socket & { [kPeer]?: PeerInfo; [kAnswered]?: boolean };
 
 /** Client address without the IPv4-mapped IPv6 prefix. */
 function peerOf(socket: TaggedSocket, state: ListenerState): PeerInfo {
@@ -338,7 +340,7 @@ export class Exchange implements StageContext, RouterRequest {
     for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
     if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
     headers.push('x-request-id', this.requestId);
-    if (this.gw.draining) res.shouldKeepAlive = false;
+    this.#beforeReply(false);
     this.status = statusCode;
     this.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
     try {
@@ -406,7 +408,7 @@ export class Exchange implements StageContext, RouterRequest {
     const res = this.res;
     this.status = r.status;
     res.setHeader('x-request-id', this.requestId);
-    if (this.gw.draining) res.shouldKeepAlive = false;
+    this.#beforeReply(false);
     res.writeHead(r.status, r.headers);
     res.end(this.method === 'HEAD' ? undefined : r.body);
   }
@@ -417,10 +419,21 @@ export class Exchange implements StageContext, RouterRequest {
     this.errorCode = code;
     if (this.requestId === '') this.requestId = randomUUID();
     this.status = 0;
-    // After refusing a body we will not read, close instead of draining it.
-    if (code === 'body_too_large' || code === 'bad_request' || this.gw.draining) res.shouldKeepAlive = false;
+    this.#beforeReply(code === 'body_too_large' || code === 'bad_request');
     sendProblem(res, code, detail, this.requestId, headers);
     this.status = res.statusCode;
+  }
+
+  /**
+   * Decides whether the connection stays open after this reply. When the client has not finished its body
+   * (the upstream or a stage answered early), close after the reply rather than read a body nobody wants, and
+   * mark the socket so that a later body timeout never answers the same request twice.
+   */
+  #beforeReply(close: boolean): void {
+    // `req.complete` is false during the request event even without a body, so the framing decides.
+    const bodyPending = (this.#bodyLength > 0 || this.#bodyLength === -2) && !this.req.complete;
+    if (close || bodyPending || this.gw.draining) this.res.shouldKeepAlive = false;
+    if (bodyPending) (this.req.socket as TaggedSocket)[kAnswered] = true;
   }
 
   #fail(code: ErrorCode, err: unknown): void {

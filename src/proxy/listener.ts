@@ -4,7 +4,7 @@ import type { ListenerState } from '../compile/snapshot.js';
 import type { ListenerConfig } from '../config/schema.js';
 import type { ErrorCode } from '../core/errors.js';
 import { rawProblemResponse, sendProblem } from '../core/problem.js';
-import { Exchange, type ExchangeHost } from './exchange.js';
+import { Exchange, type ExchangeHost, kAnswered } from './exchange.js';
 
 /** Listeners are identified by what they bind; everything else is applied in place on reload. */
 export function listenerKey(l: ListenerConfig): string {
@@ -101,7 +101,8 @@ export class ListenerRuntime {
 /** Parse errors, header overflow and timeouts, before a request object exists: a raw problem reply. */
 function onClientError(err: Error & { code?: string }, socket: Socket): void {
   const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+  const answered = (socket as Socket & { [kAnswered]?: boolean })[kAnswered] === true;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent || answered) {
     socket.destroy();
     return;
   }
