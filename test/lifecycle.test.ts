@@ -75,6 +75,7 @@ describe('reload under load (2 workers)', () => {
 
     let expectedVersion = (await gw.admin('/ready')).body.version as number;
     let reloads = 0;
+    let tag = 'a';
     for (let i = 0; reloads < 200 && !stop; i++) {
       if (i % 3 === 2) {
         gw.writeConfig(INVALID);
@@ -83,7 +84,8 @@ describe('reload under load (2 workers)', () => {
         await new Promise((r) => setTimeout(r, 20));
         continue;
       }
-      gw.writeConfig(config(i % 2 === 0 ? 'b' : 'a'));
+      tag = tag === 'a' ? 'b' : 'a';
+      gw.writeConfig(config(tag));
       gw.kill('SIGHUP');
       reloads++;
       expectedVersion++;
