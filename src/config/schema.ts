@@ -6,20 +6,31 @@ import { z } from 'zod';
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** Node timers overflow above 2^31-1 ms and then fire after 1 ms, so a longer timeout would act as none at all. */
+const MAX_TIMER_MS = 2_147_483_647;
 
-/** A duration: a number of milliseconds, or a string such as `250ms`, `15s`, `2m`, `1h`. */
+/**
+ * A duration: a number of milliseconds, or a string such as `250ms`, `15s`, `2m`, `1h`.
+ * Fields give their defaults with `prefault` (an input value), because JSON Schema export drops a `default` on
+ * a transforming schema and editors would not show it.
+ */
 export const duration = z
   .union([
-    z.number().int().nonnegative(),
+    z.number().int().nonnegative().max(MAX_TIMER_MS),
     z.string().regex(DURATION, { message: 'expected a duration such as "250ms", "15s", "2m" or "1h"' }),
   ])
   .transform((v) => {
     if (typeof v === 'number') return v;
     const m = DURATION.exec(v)!;
     return Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
+  })
+  .refine((ms) => ms <= MAX_TIMER_MS, {
+    message: `expected a duration of at most ${MAX_TIMER_MS}ms (about 24.8 days, the longest Node.js timer)`,
   });
 
-const SIZE = /^(\d+)(b|kb|kib|mb|mib|gb|gib)?$/i;
+// Case-insensitive by character classes, not the `i` flag: JSON Schema patterns carry no flags, so an editor
+// would otherwise reject "10MiB".
+const SIZE = /^(\d+)([bB]|[kKmMgG][iI]?[bB])?$/;
 const UNIT_BYTES: Record<string, number> = {
   b: 1,
   kb: 1000,
@@ -40,7 +51,8 @@ export const byteSize = z
     if (typeof v === 'number') return v;
     const m = SIZE.exec(v)!;
     return Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]!;
-  });
+  })
+  .refine((n) => Number.isSafeInteger(n), { message: 'expected a size below 8 PiB' });
 
 const name = z
   .string()
@@ -73,17 +85,29 @@ export const listenerSchema = z
       ),
     limits: z
       .strictObject({
-        maxHeaderBytes: byteSize.default(16 * 1024).describe('Request line plus headers (431 beyond).'),
-        maxHeaderCount: z.number().int().min(1).max(1000).default(100).describe('Most request headers accepted.'),
+        maxHeaderBytes: byteSize.prefault(16 * 1024).describe('Request line plus headers (431 beyond).'),
+        maxHeaderCount: z
+          .number()
+          .int()
+          .min(1)
+          .max(1000)
+          .default(100)
+          .describe('Most request headers accepted.'),
         maxConnections: z.number().int().min(1).optional().describe('Most open client connections.'),
         maxRequestsPerConnection: z.number().int().min(0).default(0).describe('0 is no limit.'),
       })
       .prefault({}),
     timeouts: z
       .strictObject({
-        headers: duration.default(10_000).describe('Time a client has to send the complete request headers.'),
-        request: duration.default(300_000).describe('Time a client has to send the complete request (body too).'),
-        idle: duration.default(60_000).describe('Keep-alive idle time between requests on a client connection.'),
+        headers: duration
+          .prefault(10_000)
+          .describe('Time a client has to send the complete request headers.'),
+        request: duration
+          .prefault(300_000)
+          .describe('Time a client has to send the complete request (body too).'),
+        idle: duration
+          .prefault(60_000)
+          .describe('Keep-alive idle time between requests on a client connection.'),
       })
       .prefault({}),
   })
@@ -131,12 +155,19 @@ const pathMatch = z
 
 export const routeMatchSchema = z.strictObject({
   hosts: z
-    .array(z.string().regex(/^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$/i, {
-      message: 'expected a host name such as "api.example.com" or "*.example.com"',
-    }))
+    .array(
+      z.string().regex(/^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:\d+)?$/, {
+        message: 'expected a host name such as "api.example.com" or "*.example.com"',
+      }),
+    )
     .optional()
     .describe('Host names, exact or `*.suffix` wildcards. Absent: any host.'),
-  path: pathMatch.optional().describe('Absent: prefix `/`.'),
+  // One description: an outer `describe` replaces the union's own in the JSON Schema.
+  path: pathMatch
+    .optional()
+    .describe(
+      'Exactly one of `exact`, `prefix` (on segment boundaries), `template` or `regex`. Absent: prefix `/`.',
+    ),
   methods: z.array(httpMethod).min(1).optional().describe('Absent: any method.'),
   headers: z.array(stringMatch).optional().describe('All must match.'),
   query: z.array(queryMatch).optional().describe('All must match.'),
@@ -168,9 +199,14 @@ const redirect = z.strictObject({
   host: z.string().optional(),
   port: z.number().int().min(1).max(65535).optional(),
   path: z
-    .union([z.strictObject({ prefix: z.string().startsWith('/') }), z.strictObject({ full: z.string().startsWith('/') })])
+    .union([
+      z.strictObject({ prefix: z.string().startsWith('/') }),
+      z.strictObject({ full: z.string().startsWith('/') }),
+    ])
     .optional(),
-  statusCode: z.union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)]).default(302),
+  statusCode: z
+    .union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)])
+    .default(302),
 });
 
 const directResponse = z.strictObject({
@@ -189,17 +225,25 @@ export const routeSchema = z
     name,
     listeners: z.array(name).optional().describe('Listener names this route serves; absent: all.'),
     match: routeMatchSchema.prefault({}),
-    backends: z.array(backend).optional().describe('Where to send the request. Omit only with redirect or directResponse.'),
+    backends: z
+      .array(backend)
+      .optional()
+      .describe('Where to send the request. Omit only with redirect or directResponse.'),
     rewrite: rewrite.optional(),
     requestHeaders: headerEdits.optional(),
     responseHeaders: headerEdits.optional(),
     redirect: redirect.optional(),
     directResponse: directResponse.optional(),
-    preserveHost: z.boolean().default(true).describe('Send the client Host upstream (else the endpoint host).'),
+    preserveHost: z
+      .boolean()
+      .default(true)
+      .describe('Send the client Host upstream (else the endpoint host).'),
     timeouts: z
       .strictObject({
-        request: duration.default(15_000).describe('Total time for the upstream to answer (504 upstream_timeout).'),
-        upstreamIdle: duration.default(60_000).describe('Longest silence while a response body streams.'),
+        request: duration
+          .prefault(15_000)
+          .describe('Total time for the upstream to answer (504 upstream_timeout).'),
+        upstreamIdle: duration.prefault(60_000).describe('Longest silence while a response body streams.'),
       })
       .prefault({}),
     limits: z
@@ -224,11 +268,11 @@ export const serviceSchema = z
   .strictObject({
     name,
     endpoints: z.array(endpoint).min(1).describe('Upstream endpoints as `http://host:port` URLs.'),
-    connectTimeout: duration.default(5_000),
+    connectTimeout: duration.prefault(5_000),
     pool: z
       .strictObject({
         connections: z.number().int().min(1).default(128).describe('Most connections per endpoint.'),
-        keepAliveTimeout: duration.default(4_000).describe('How long an idle upstream connection is kept.'),
+        keepAliveTimeout: duration.prefault(4_000).describe('How long an idle upstream connection is kept.'),
         pipelining: z.number().int().min(1).max(100).default(1),
       })
       .prefault({}),
@@ -239,7 +283,10 @@ export const serviceSchema = z
 
 export const adminSchema = z
   .strictObject({
-    address: z.string().default('127.0.0.1').describe('Loopback by default: admin endpoints are not for the public.'),
+    address: z
+      .string()
+      .default('127.0.0.1')
+      .describe('Loopback by default: admin endpoints are not for the public.'),
     port: z.number().int().min(0).max(65535).default(9901),
     enabled: z.boolean().default(true),
   })
@@ -247,16 +294,13 @@ export const adminSchema = z
 
 export const accessLogSchema = z
   .strictObject({
-    output: z
-      .string()
-      .default('off')
-      .describe('`off`, `stdout`, or a file path (appended to).'),
+    output: z.string().default('off').describe('`off`, `stdout`, or a file path (appended to).'),
   })
   .describe('One JSON line per request.');
 
 export const gatewaySchema = z
   .strictObject({
-    drainTimeout: duration.default(30_000).describe('How long SIGTERM waits for in-flight requests.'),
+    drainTimeout: duration.prefault(30_000).describe('How long SIGTERM waits for in-flight requests.'),
     via: z.string().default('trellis').describe('Pseudonym in the Via header; empty string: no Via header.'),
   })
   .describe('Process-wide settings.');
@@ -265,8 +309,8 @@ export const configSchema = z
   .strictObject({
     $schema: z.string().optional(),
     listeners: z.array(listenerSchema).min(1),
-    routes: z.array(routeSchema).default([]),
-    services: z.array(serviceSchema).default([]),
+    routes: z.array(routeSchema).prefault([]),
+    services: z.array(serviceSchema).prefault([]),
     admin: adminSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
     gateway: gatewaySchema.prefault({}),

@@ -1,0 +1,324 @@
+/**
+ * Checks the schema cannot express: references resolve, names and addresses are unique, URLs, addresses, regexes
+ * and templates are well formed, and fields that only make sense together come together.
+ * Runs on a config that passed the schema, so every default is filled in.
+ */
+import { statSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import type { ConfigIssue, PathSegment } from './errors.js';
+import type { Config, RouteConfig } from './schema.js';
+import { didYouMean } from './suggest.js';
+
+export interface SemanticsOptions {
+  /** Relative `accessLog.output` paths are resolved against this folder (the config file's); default: cwd. */
+  baseDir?: string;
+}
+
+/** Same rule as the router's, so a template that passes here also compiles there. */
+const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+export function checkSemantics(config: Config, opts: SemanticsOptions = {}): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const add = (path: PathSegment[], message: string, key = false): void => {
+    issues.push(key ? { path, message, at: { path, key: true } } : { path, message });
+  };
+
+  uniqueNames('listener', 'listeners', config.listeners, add);
+  uniqueNames('route', 'routes', config.routes, add);
+  uniqueNames('service', 'services', config.services, add);
+  checkListeners(config, add);
+  const serviceNames = config.services.map((s) => s.name);
+  const listenerNames = config.listeners.map((l) => l.name);
+  config.routes.forEach((route, i) => {
+    checkRoute(route, ['routes', i], serviceNames, listenerNames, add);
+  });
+  config.services.forEach((service, i) => {
+    const seen = new Map<string, number>();
+    service.endpoints.forEach((endpoint, j) => {
+      const path: PathSegment[] =
+        typeof endpoint === 'string'
+          ? ['services', i, 'endpoints', j]
+          : ['services', i, 'endpoints', j, 'url'];
+      const url = typeof endpoint === 'string' ? endpoint : endpoint.url;
+      const problem = endpointProblem(url);
+      if (problem !== undefined) {
+        add(path, problem);
+        return;
+      }
+      const origin = new URL(url).origin;
+      const first = seen.get(origin);
+      if (first !== undefined)
+        add(path, `duplicate endpoint ${origin} (also services[${i}].endpoints[${first}])`);
+      else seen.set(origin, j);
+    });
+  });
+  const logProblem = accessLogProblem(config.accessLog.output, opts.baseDir ?? process.cwd());
+  if (logProblem !== undefined) add(['accessLog', 'output'], logProblem);
+  return issues;
+}
+
+type Add = (path: PathSegment[], message: string, key?: boolean) => void;
+
+function uniqueNames(kind: string, key: string, items: readonly { name: string }[], add: Add): void {
+  const first = new Map<string, number>();
+  items.forEach((item, i) => {
+    const j = first.get(item.name);
+    if (j === undefined) first.set(item.name, i);
+    else add([key, i, 'name'], `duplicate ${kind} name "${item.name}" (also ${key}[${j}])`);
+  });
+}
+
+// ---------- listeners ----------
+
+interface Binding {
+  path: PathSegment[];
+  label: string;
+  address: string;
+  port: number;
+}
+
+function checkListeners(config: Config, add: Add): void {
+  const bindings: Binding[] = [];
+  config.listeners.forEach((l, i) => {
+    if (isIP(l.address) === 0) {
+      add(
+        ['listeners', i, 'address'],
+        `expected an IPv4 or IPv6 address such as "127.0.0.1" or "::", got "${l.address}"`,
+      );
+    } else {
+      bindings.push({
+        path: ['listeners', i, 'port'],
+        label: `listeners[${i}] ("${l.name}")`,
+        address: l.address,
+        port: l.port,
+      });
+    }
+    l.trustedProxies.forEach((entry, k) => {
+      if (parseAddressOrCidr(entry) === undefined) {
+        add(
+          ['listeners', i, 'trustedProxies', k],
+          `expected an IP address or CIDR range such as "10.0.0.0/8" or "fd00::/8", got "${entry}"`,
+        );
+      }
+    });
+  });
+  if (config.admin.enabled) {
+    if (isIP(config.admin.address) === 0) {
+      add(
+        ['admin', 'address'],
+        `expected an IPv4 or IPv6 address such as "127.0.0.1", got "${config.admin.address}"`,
+      );
+    } else {
+      bindings.push({
+        path: ['admin', 'port'],
+        label: 'the admin listener',
+        address: config.admin.address,
+        port: config.admin.port,
+      });
+    }
+  }
+  bindings.forEach((b, i) => {
+    // Port 0 asks the kernel for a free port, so those never collide.
+    if (b.port === 0) return;
+    const other = bindings
+      .slice(0, i)
+      .find((a) => a.port === b.port && addressesOverlap(a.address, b.address));
+    if (other !== undefined) {
+      add(
+        b.path,
+        `${hostPort(b.address, b.port)} is already used by ${other.label} on ${hostPort(other.address, other.port)}`,
+      );
+    }
+  });
+}
+
+function hostPort(address: string, port: number): string {
+  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function sameAddress(a: string, b: string): boolean {
+  const family = isIP(a);
+  if (family !== isIP(b)) return false;
+  const list = new BlockList();
+  const type = family === 6 ? 'ipv6' : 'ipv4';
+  list.addAddress(a, type);
+  return list.check(b, type);
+}
+
+/** Whether two sockets on one port would collide: equal addresses, or one is a wildcard covering the other. */
+function addressesOverlap(a: string, b: string): boolean {
+  if (sameAddress(a, b)) return true;
+  // `::` listens dual-stack in Node by default, so it covers IPv4 as well.
+  if (sameAddress(a, '::') || sameAddress(b, '::')) return true;
+  if (sameAddress(a, '0.0.0.0')) return isIP(b) === 4;
+  if (sameAddress(b, '0.0.0.0')) return isIP(a) === 4;
+  return false;
+}
+
+/** `10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8` → address, prefix length and family; undefined when invalid. */
+export function parseAddressOrCidr(
+  s: string,
+): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const slash = s.indexOf('/');
+  const address = slash < 0 ? s : s.slice(0, slash);
+  const version = isIP(address);
+  if (version === 0) return undefined;
+  const family = version === 4 ? 'ipv4' : 'ipv6';
+  const max = version === 4 ? 32 : 128;
+  if (slash < 0) return { address, prefix: max, family };
+  const bits = s.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return undefined;
+  const prefix = Number(bits);
+  try {
+    new BlockList().addSubnet(address, prefix, family);
+  } catch {
+    return undefined;
+  }
+  return { address, prefix, family };
+}
+
+// ---------- routes ----------
+
+function checkRoute(
+  route: RouteConfig,
+  at: PathSegment[],
+  services: string[],
+  listeners: string[],
+  add: Add,
+): void {
+  route.listeners?.forEach((name, k) => {
+    if (!listeners.includes(name))
+      add([...at, 'listeners', k], `unknown listener "${name}"${didYouMean(name, listeners)}`);
+  });
+
+  const actions = (['backends', 'redirect', 'directResponse'] as const).filter((k) =>
+    k === 'backends' ? route.backends !== undefined && route.backends.length > 0 : route[k] !== undefined,
+  );
+  const choice = 'a route needs exactly one of "backends", "redirect" or "directResponse"';
+  if (actions.length === 0) {
+    if (route.backends !== undefined) add([...at, 'backends'], `"backends" is empty; ${choice}`);
+    else add(at, choice);
+  } else if (actions.length > 1) {
+    add([...at, actions[1]!], `"${actions[0]}" and "${actions[1]}" cannot be combined; ${choice}`, true);
+  }
+
+  route.backends?.forEach((b, j) => {
+    if (services.includes(b.service)) return;
+    const hint = services.length === 0 ? ' (no services are defined)' : didYouMean(b.service, services);
+    add([...at, 'backends', j, 'service'], `unknown service "${b.service}"${hint}`);
+  });
+  if (
+    route.backends !== undefined &&
+    route.backends.length > 0 &&
+    route.backends.every((b) => b.weight === 0)
+  ) {
+    add(
+      [...at, 'backends'],
+      'every backend has weight 0; at least one needs a weight above 0 to receive traffic',
+    );
+  }
+
+  const match = route.match;
+  match.headers?.forEach((h, k) => {
+    if (h.regex !== undefined) regexProblem(h.regex, [...at, 'match', 'headers', k, 'regex'], add);
+  });
+  match.query?.forEach((q, k) => {
+    if (q.regex !== undefined) regexProblem(q.regex, [...at, 'match', 'query', k, 'regex'], add);
+  });
+  const path = match.path;
+  if (path !== undefined && 'regex' in path) regexProblem(path.regex, [...at, 'match', 'path', 'regex'], add);
+  if (path !== undefined && 'template' in path) {
+    const problem = templateProblem(path.template);
+    if (problem !== undefined) add([...at, 'match', 'path', 'template'], problem);
+  }
+
+  // A prefix rewrite replaces the matched prefix; other matches have none. An absent path matches prefix "/".
+  const matchKind = path === undefined ? 'prefix' : Object.keys(path)[0];
+  const needsPrefix = (where: PathSegment[], what: string) =>
+    add(
+      where,
+      `a prefix ${what} needs a "prefix" path match; this route matches by "${matchKind}" (use "full" instead)`,
+    );
+  const rewritePath = route.rewrite?.path;
+  if (rewritePath !== undefined && 'prefix' in rewritePath && matchKind !== 'prefix') {
+    needsPrefix([...at, 'rewrite', 'path', 'prefix'], 'rewrite');
+  }
+  if (rewritePath !== undefined && 'regex' in rewritePath) {
+    regexProblem(rewritePath.regex, [...at, 'rewrite', 'path', 'regex'], add);
+  }
+  const redirectPath = route.redirect?.path;
+  if (redirectPath !== undefined && 'prefix' in redirectPath && matchKind !== 'prefix') {
+    needsPrefix([...at, 'redirect', 'path', 'prefix'], 'redirect');
+  }
+}
+
+function regexProblem(pattern: string, path: PathSegment[], add: Add): void {
+  try {
+    new RegExp(pattern);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    add(path, `invalid regular expression ${JSON.stringify(pattern)}: ${reason}`);
+  }
+}
+
+function templateProblem(template: string): string | undefined {
+  const seen = new Set<string>();
+  for (const segment of template.split('/')) {
+    if (!segment.startsWith(':')) continue;
+    const name = segment.slice(1);
+    if (name === '') return `empty parameter name in template "${template}": write ":name"`;
+    if (!PARAM_NAME.test(name) || name === '__proto__') {
+      return `invalid parameter name "${name}" in template "${template}": expected letters, digits, "_" or "-"`;
+    }
+    if (seen.has(name)) return `duplicate parameter ":${name}" in template "${template}"`;
+    seen.add(name);
+  }
+  return undefined;
+}
+
+// ---------- services, access log ----------
+
+/** Why `url` is not an `http://host:port` endpoint, or undefined when it is one. */
+export function endpointProblem(url: string): string | undefined {
+  const example = 'expected an endpoint URL such as "http://127.0.0.1:3000"';
+  // Without "scheme://", `localhost:3000` would parse with the scheme "localhost:".
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return `${example}, got "${url}"`;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return `${example}, got "${url}"`;
+  }
+  if (u.protocol !== 'http:')
+    return `only http: endpoints are supported for now, got "${u.protocol}" in "${url}"`;
+  if (u.username !== '' || u.password !== '') return `an endpoint URL cannot hold credentials; ${example}`;
+  if (u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(url)) {
+    return `an endpoint URL has no path, query or fragment (rewrite paths with "rewrite"); ${example}, got "${url}"`;
+  }
+  if (u.port === '0') return `an endpoint port must be 1-65535, got 0 in "${url}"`;
+  return undefined;
+}
+
+function accessLogProblem(output: string, baseDir: string): string | undefined {
+  if (output === 'off' || output === 'stdout') return undefined;
+  if (output === '') return 'expected "off", "stdout" or a file path';
+  const file = resolve(baseDir, output);
+  const dir = dirname(file);
+  try {
+    if (!statSync(dir).isDirectory()) return `"${dir}" is not a directory`;
+  } catch {
+    return `directory "${dir}" does not exist; expected "off", "stdout" or a file path in an existing directory`;
+  }
+  try {
+    if (statSync(file).isDirectory()) return `"${file}" is a directory; expected a file path`;
+  } catch {
+    // The file is created on first write.
+  }
+  return undefined;
+}
+
+/** The file an `accessLog.output` value names, absolute; `off` and `stdout` unchanged. */
+export function resolveAccessLogOutput(output: string, baseDir: string): string {
+  return output === 'off' || output === 'stdout' ? output : resolve(baseDir, output);
+}
