@@ -136,3 +136,65 @@ describe('SIGTERM drains', () => {
     await up.close();
   }, 30_000);
 });
+
+describe('file watch, admin and secrets', () => {
+  test('saving the file reloads; a bad save keeps the old config; /config redacts secrets', async () => {
+    const up = await startUpstream((req, res) => res.end(String(req.headers['x-api-key'])));
+    const withSecret = (tag: string) => `
+listeners:
+  - name: public
+    port: {{PORT}}
+admin:
+  port: {{ADMIN_PORT}}
+services:
+  - name: svc
+    endpoints: ["{{UPSTREAM}}"]
+routes:
+  - name: all
+    backends: [{ service: svc }]
+    requestHeaders:
+      set: { x-api-key: "\${env:TEST_API_KEY}" }
+    responseHeaders:
+      set: { x-config: "${tag}" }
+`;
+    const gw = await spawnGateway(withSecret('one'), {
+      workers: 1,
+      upstream: up.url,
+      env: { TEST_API_KEY: 's3cr3t-value' },
+    });
+    try {
+      await gw.waitReady();
+      const first = await fetch(gw.url);
+      expect(await first.text()).toBe('s3cr3t-value');
+      expect(first.headers.get('x-config')).toBe('one');
+
+      const view = await gw.admin('/config');
+      expect(JSON.stringify(view.body)).not.toContain('s3cr3t-value');
+      expect(view.body.config.routes[0].requestHeaders.set['x-api-key']).toBe('<redacted>');
+      expect(view.body.version).toBe(1);
+
+      gw.writeConfig(withSecret('two'));
+      await waitFor(async () => (await fetch(gw.url)).headers.get('x-config') === 'two');
+
+      gw.writeConfig('listeners: [ {name: public, port: {{PORT}} ]  # broken YAML');
+      await waitFor(() => gw.stderr().includes('config rejected'));
+      const still = await fetch(gw.url);
+      expect(still.headers.get('x-config')).toBe('two');
+      expect((await gw.admin('/ready')).status).toBe(200);
+      expect((await gw.admin('/config')).body.lastError.errors).toMatch(/trellis\.yaml:1:/);
+    } finally {
+      gw.kill('SIGTERM');
+      expect(await gw.exited).toBe(0);
+      await up.close();
+    }
+  }, 30_000);
+});
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('condition not met in time');
+}
