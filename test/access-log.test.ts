@@ -32,6 +32,7 @@ test('one JSON line per request with route, service endpoint, status, code, byte
     method: 'POST',
     path: '/api/x',
     route: 'api',
+    service: 'svc',
     endpoint: `127.0.0.1:${up.port}`,
     status: 200,
     outcome: 'success',

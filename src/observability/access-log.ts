@@ -30,6 +30,7 @@ export function createAccessLog(output: string): AccessLog | undefined {
         path: ex.path,
         listener: ex.listener.name,
         route: ex.route?.name,
+        service: ex.service?.name,
         endpoint: ex.endpoint?.authority,
         status: ex.res.headersSent ? ex.res.statusCode : ex.status,
         code: ex.errorCode,

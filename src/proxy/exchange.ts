@@ -9,7 +9,7 @@ import type { ErrorCode } from '../core/errors.js';
 import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
 import { sendProblem } from '../core/problem.js';
 import type { RouterRequest } from '../router/index.js';
-import type { Endpoint } from '../upstream/service.js';
+import type { Endpoint, UpstreamService } from '../upstream/service.js';
 import {
   connectionTokens,
   forwardedNode,
@@ -76,6 +76,7 @@ export class Exchange implements StageContext, RouterRequest {
   upstreamHost: string | undefined = undefined;
   requestId = '';
   route: CompiledRoute | undefined = undefined;
+  service: UpstreamService | undefined = undefined;
   endpoint: Endpoint | undefined = undefined;
   outcome: Outcome = 'local_reply';
   errorCode: ErrorCode | undefined = undefined;
@@ -300,6 +301,7 @@ export class Exchange implements StageContext, RouterRequest {
       );
       return;
     }
+    this.service = service;
     this.endpoint = endpoint;
     this.#addForwardingHeaders();
     const out = this.upstreamHeaders;
