@@ -156,8 +156,9 @@ const pathMatch = z
 export const routeMatchSchema = z.strictObject({
   hosts: z
     .array(
-      z.string().regex(/^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:\d+)?$/, {
-        message: 'expected a host name such as "api.example.com" or "*.example.com"',
+      // No port: routes match the request host with its port removed (listeners own ports).
+      z.string().regex(/^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/, {
+        message: 'expected a host name without a port, such as "api.example.com" or "*.example.com"',
       }),
     )
     .optional()

@@ -1,0 +1,10 @@
+export { compileRouter } from './compile.js';
+export { RouterCompileError } from './compile-error.js';
+export type {
+  MatchResult,
+  PathMatchSpec,
+  RouteMatchSpec,
+  Router,
+  RouterRequest,
+  ValueMatchSpec,
+} from './types.js';
