@@ -54,6 +54,7 @@ export interface GatewayProcess {
   stderr(): string;
   stdout(): string;
   /** GET on the admin listener, parsed. */
+  // biome-ignore lint/suspicious/noExplicitAny: admin JSON, read field by field in tests
   admin(path: string): Promise<{ status: number; body: any }>;
   waitReady(timeoutMs?: number): Promise<void>;
   /** Resolves with the exit code. */
