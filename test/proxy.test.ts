@@ -353,3 +353,35 @@ describe('keep-alive', () => {
     await up.close();
   });
 });
+
+describe('path normalization before routing', () => {
+  test('dot segments and encoded unreserved characters cannot sneak past a prefix route', async () => {
+    const up = await startUpstream();
+    const gw = await startGateway(
+      simpleConfig(up.url, [
+        { name: 'public', match: { path: { prefix: '/public' } }, backends: [{ service: 'svc' }] },
+        { name: 'admin', match: { path: { prefix: '/admin' } }, directResponse: { status: 403, body: 'no' } },
+      ]),
+    );
+    const a = await rawRequest(
+      gw.port,
+      'GET /public/../admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(a)).toBe(403);
+    const b = await rawRequest(
+      gw.port,
+      'GET /public/%2e%2e/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(b)).toBe(403);
+    const c = await rawRequest(
+      gw.port,
+      'GET /%70ublic/./x?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(c)).toBe(200);
+    expect(JSON.parse(c.slice(c.indexOf('\r\n\r\n') + 4)).url).toBe('/public/x?q=1');
+    const d = await rawRequest(gw.port, 'GET /public/%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(statusOf(d)).toBe(400);
+    await gw.close();
+    await up.close();
+  });
+});

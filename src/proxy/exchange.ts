@@ -20,6 +20,7 @@ import {
   responseHeaders,
   trailerObject,
 } from './headers.js';
+import { normalizePath } from './path.js';
 import type { LocalReply, StageContext, StageResult } from './stage.js';
 
 /** What an exchange needs from the process it runs in. */
@@ -189,13 +190,13 @@ export class Exchange implements StageContext, RouterRequest {
       }
     }
     const q = url.indexOf('?');
-    if (q === -1) {
-      this.path = url;
-    } else {
-      this.path = url.slice(0, q);
-      this.query = url.slice(q + 1);
-    }
-    this.upstreamPath = url;
+    const raw = q === -1 ? url : url.slice(0, q);
+    if (q !== -1) this.query = url.slice(q + 1);
+    const path = normalizePath(raw);
+    if (path === null) return false;
+    this.path = path;
+    // The upstream gets the path that was routed on.
+    this.upstreamPath = path === raw ? url : q === -1 ? path : `${path}?${this.query}`;
     return true;
   }
 
