@@ -40,6 +40,9 @@ interface PeerInfo {
   address: string;
   trusted: boolean;
   forwardedFor: string;
+  /** The last Forwarded element built for this connection, and the Host it was built for. */
+  elementHost: string | undefined;
+  element: string;
 }
 type TaggedSocket = Socket & { [kPeer]?: PeerInfo; [kAnswered]?: boolean };
 
@@ -51,7 +54,7 @@ function peerOf(socket: TaggedSocket, state: ListenerState): PeerInfo {
     if (address.startsWith('::ffff:') && address.includes('.')) address = address.slice(7);
     const family = address.includes(':') ? 'ipv6' : 'ipv4';
     const trusted = state.trusted !== undefined && address !== '' && state.trusted.check(address, family);
-    info = { address, trusted, forwardedFor: forwardedNode(address) };
+    info = { address, trusted, forwardedFor: forwardedNode(address), elementHost: undefined, element: '' };
     socket[kPeer] = info;
   }
   return info;
@@ -280,7 +283,12 @@ export class Exchange implements StageContext, RouterRequest {
       'x-forwarded-host',
       trusted && this.#xfh !== undefined ? this.#xfh : this.hostHeader,
     );
-    const element = `for=${peer.forwardedFor};host=${forwardedQuote(this.hostHeader)};proto=${proto}`;
+    // A connection nearly always sends one Host: build its Forwarded element once.
+    if (peer.elementHost !== this.hostHeader) {
+      peer.elementHost = this.hostHeader;
+      peer.element = `for=${peer.forwardedFor};host=${forwardedQuote(this.hostHeader)};proto=${proto}`;
+    }
+    const element = peer.element;
     out.push(
       'forwarded',
       trusted && this.#forwarded !== undefined ? `${this.#forwarded}, ${element}` : element,

@@ -17,6 +17,11 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 
 /** Field names a `Connection` header lists, other than the keep-alive/close options. */
 export function connectionTokens(value: string): string[] | undefined {
+  // The usual values name no field: skip the split.
+  if (value.length <= 10) {
+    const v = value.toLowerCase();
+    if (v === 'keep-alive' || v === 'close') return undefined;
+  }
   let out: string[] | undefined;
   for (const part of value.split(',')) {
     const t = part.trim().toLowerCase();
