@@ -155,6 +155,10 @@ export async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address === 'localhost';
+}
+
 function createLogger(level: string): Logger {
   // Operational logs go to stderr; stdout is left to the access log.
   return pino(
@@ -188,6 +192,12 @@ async function runGateway(file: string, workers: number, log: Logger): Promise<n
     try {
       const port = await listenAdmin(admin, config.admin.address, config.admin.port);
       log.info({ address: config.admin.address, port }, 'admin listening');
+      if (!isLoopback(config.admin.address)) {
+        log.warn(
+          { address: config.admin.address },
+          'the admin listener is reachable beyond this machine; it shows the config (secrets redacted)',
+        );
+      }
     } catch (err) {
       log.fatal({ err: (err as Error).message }, 'admin listener failed');
       await applier.drain(0);
