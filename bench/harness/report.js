@@ -1,0 +1,131 @@
+// Turns the runs into medians, a markdown table, bench/results/latest.json and the docs block.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { NOISY } from './cpu.js';
+
+export const DOCS_START = '<!-- bench:start -->';
+export const DOCS_END = '<!-- bench:end -->';
+
+export function median(values) {
+  const sorted = values.filter((v) => typeof v === 'number' && Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return null;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Per target: the median of each number over the runs that completed, and why any did not. */
+export function summarize(targets, runsByTarget) {
+  const summary = {};
+  for (const name of targets) {
+    const runs = runsByTarget[name] ?? [];
+    const ok = runs.filter((r) => !r.error);
+    const errors = [...new Set(runs.filter((r) => r.error).map((r) => r.error))];
+    const failedRequests = ok.reduce(
+      (n, r) => n + r.errors.non2xx + r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout,
+      0,
+    );
+    summary[name] = {
+      runs: ok.length,
+      requestsPerSec: median(ok.map((r) => r.requestsPerSec)),
+      minRequestsPerSec: ok.length ? Math.min(...ok.map((r) => r.requestsPerSec)) : null,
+      maxRequestsPerSec: ok.length ? Math.max(...ok.map((r) => r.requestsPerSec)) : null,
+      p50Ms: median(ok.map((r) => r.latencyMs.p50)),
+      p99Ms: median(ok.map((r) => r.latencyMs.p99)),
+      // The target's own CPU: for direct the upstream, else the proxy (all its processes).
+      targetCpu: median(ok.map((r) => (name === 'direct' ? r.cpu.upstream : r.cpu.proxy))),
+      cpuUsPerRequest: median(ok.map((r) => r.cpuUsPerRequest)),
+      cores: ok.length
+        ? Object.fromEntries(
+            Object.keys(ok[0].cpu.cores).map((c) => [c, median(ok.map((r) => r.cpu.cores[c]))]),
+          )
+        : null,
+      otherLoad: ok.length ? Math.max(...ok.map((r) => r.cpu.other)) : null,
+      failedRequests,
+      errors,
+    };
+  }
+  const direct = summary.direct?.requestsPerSec;
+  for (const s of Object.values(summary)) {
+    s.vsDirect = direct && s.requestsPerSec !== null ? s.requestsPerSec / direct : null;
+  }
+  return summary;
+}
+
+function formatRate(n) {
+  return n === null ? '–' : Math.round(n).toLocaleString('en-US');
+}
+
+function formatLatency(ms) {
+  if (ms === null) return '–';
+  if (ms < 1) return `${Math.round(ms * 1000)} µs`;
+  if (ms < 1000) return `${ms.toFixed(2)} ms`;
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
+export function markdownTable(targets, summary) {
+  const rows = [
+    '| target | req/s (median) | vs direct | p50 | p99 | req/s min–max | target CPU | CPU µs/req |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  const notes = [];
+  for (const name of targets) {
+    const s = summary[name];
+    if (s.runs === 0) {
+      rows.push(`| ${name} | failed | | | | | | |`);
+      notes.push(`- ${name}: ${s.errors[0]?.split('\n')[0] ?? 'no run completed'}`);
+      continue;
+    }
+    const mark = s.failedRequests > 0 || s.errors.length || s.otherLoad > NOISY ? ' ⚠' : '';
+    rows.push(
+      `| ${name}${mark} | ${formatRate(s.requestsPerSec)} | ${s.vsDirect === null ? '–' : s.vsDirect.toFixed(2)} | ` +
+        `${formatLatency(s.p50Ms)} | ${formatLatency(s.p99Ms)} | ` +
+        `${formatRate(s.minRequestsPerSec)}–${formatRate(s.maxRequestsPerSec)} | ` +
+        `${Math.round(s.targetCpu * 100)}% | ${s.cpuUsPerRequest.toFixed(1)} |`,
+    );
+    if (s.failedRequests > 0)
+      notes.push(`- ${name}: ${s.failedRequests} failed requests (non-2xx or socket errors)`);
+    if (s.errors.length)
+      notes.push(`- ${name}: ${s.errors.length} run(s) failed: ${s.errors[0].split('\n')[0]}`);
+    if (s.otherLoad > NOISY) {
+      notes.push(
+        `- ${name}: other processes used up to ${Math.round(s.otherLoad * 100)}% of a core during a run`,
+      );
+    }
+  }
+  return rows.join('\n') + (notes.length ? `\n\n${notes.join('\n')}` : '');
+}
+
+export function writeJson(file, data) {
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(data, null, 2)}\n`);
+}
+
+/** The block that goes between the markers in docs/benchmarks.md. */
+export function docsBlock({ table, date, machine, command, options }) {
+  const peers = Object.entries(machine.peers)
+    .filter(([, v]) => v)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  return [
+    `Measured ${date} with \`${command}\``,
+    `(wrk -t${options.threads} -c${options.connections}, ${options.durationMs / 1000} s measured after a ` +
+      `${options.warmupMs / 1000} s warm-up, median of ${options.runs} interleaved runs` +
+      `${options.pin ? `; wrk on core 0, proxy on core 1, upstream on core ${options.upstreamCpu}` : '; not pinned'}).`,
+    '',
+    table,
+    '',
+    `Machine: ${machine.nproc} cores, ${machine.cpu}, Linux ${machine.kernel}; Node ${machine.node}, ` +
+      `nginx ${machine.nginx ?? '–'}, wrk ${machine.wrk ?? '–'}; ${peers}; Trellis at ${machine.trellisCommit ?? '–'}.`,
+  ].join('\n');
+}
+
+/** Replaces what is between the markers; fails loudly if they are missing rather than guessing where to write. */
+export function updateDocs(file, block) {
+  const text = readFileSync(file, 'utf8');
+  const start = text.indexOf(DOCS_START);
+  const end = text.indexOf(DOCS_END);
+  if (start === -1 || end === -1 || end < start) {
+    throw new Error(`${file} has no ${DOCS_START} … ${DOCS_END} block to write the results into`);
+  }
+  writeFileSync(file, `${text.slice(0, start + DOCS_START.length)}\n${block}\n${text.slice(end)}`);
+}

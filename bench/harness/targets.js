@@ -1,0 +1,133 @@
+// The targets: how each is started, on which port, pinned to which core. Ports are fixed (and free-checked)
+// because bench/trellis.yaml names them; the upstream's is the one every target forwards to.
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { pinned, start } from './processes.js';
+
+export const UPSTREAM_PORT = 18000;
+export const UPSTREAM_URL = `http://127.0.0.1:${UPSTREAM_PORT}`;
+export const UPSTREAM_BODY = 'Hello, world!';
+
+/** nginx as a plain reverse proxy with an upstream keep-alive pool, everything under `dir`. */
+export function nginxConfig({ dir, port }) {
+  return `# Written by bench/harness/targets.js; started with -p ${dir} -c <this file> -g 'daemon off;'
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  # As the Node peers do: a client connection is never closed after N requests.
+  keepalive_requests 1000000;
+  upstream hello {
+    server 127.0.0.1:${UPSTREAM_PORT};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://hello;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`;
+}
+
+/**
+ * name → { port, start(ctx) }. `start` returns the process, or null for `direct` (which is the upstream).
+ * ctx: { repoDir, benchDir, tmpDir, pin, proxyCpu }.
+ */
+export const TARGETS = {
+  direct: { port: UPSTREAM_PORT, start: () => null },
+
+  nginx: {
+    port: 18081,
+    start(ctx) {
+      const dir = path.join(ctx.tmpDir, 'nginx');
+      mkdirSync(dir, { recursive: true });
+      chmodSync(ctx.tmpDir, 0o755); // the worker runs as an unprivileged user and must reach its temp paths
+      chmodSync(dir, 0o755);
+      const conf = path.join(dir, 'nginx.conf');
+      writeFileSync(conf, nginxConfig({ dir, port: this.port }));
+      // -e: the error log before the config is read would otherwise go to /var/log/nginx.
+      const [command, args] = pinned(
+        ctx.proxyCpu,
+        'nginx',
+        ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', conf, '-g', 'daemon off;'],
+        ctx.pin,
+      );
+      return start({ name: 'nginx', command, args, cwd: dir, logFile: path.join(ctx.tmpDir, 'nginx.log') });
+    },
+  },
+
+  'node-minimal': nodePeer('node-minimal', 18082, 'peers/minimal-proxy.js'),
+  'fast-gateway': nodePeer('fast-gateway', 18083, 'peers/fast-gateway.js'),
+  'fastify-http-proxy': nodePeer('fastify-http-proxy', 18084, 'peers/fastify-http-proxy.js'),
+
+  trellis: {
+    port: 18080, // bench/trellis.yaml
+    start(ctx) {
+      const [command, args] = pinned(
+        ctx.proxyCpu,
+        process.execPath,
+        ['bin/trellis.js', 'gateway', '--config', 'bench/trellis.yaml', '--workers', '1'],
+        ctx.pin,
+      );
+      return start({
+        name: 'trellis',
+        command,
+        args,
+        cwd: ctx.repoDir,
+        env: { NODE_ENV: 'production' },
+        logFile: path.join(ctx.tmpDir, 'trellis.log'),
+      });
+    },
+  },
+};
+
+function nodePeer(name, port, script) {
+  return {
+    port,
+    start(ctx) {
+      const [command, args] = pinned(
+        ctx.proxyCpu,
+        process.execPath,
+        [path.join(ctx.benchDir, script), String(port), UPSTREAM_URL],
+        ctx.pin,
+      );
+      return start({
+        name,
+        command,
+        args,
+        cwd: ctx.benchDir,
+        env: { NODE_ENV: 'production' },
+        logFile: path.join(ctx.tmpDir, `${name}.log`),
+      });
+    },
+  };
+}
+
+/** The upstream, started once for the whole run. */
+export function startUpstream(ctx) {
+  const [command, args] = pinned(
+    ctx.upstreamCpu,
+    process.execPath,
+    [path.join(ctx.benchDir, 'upstream.js'), String(UPSTREAM_PORT)],
+    ctx.pin,
+  );
+  return start({
+    name: 'upstream',
+    command,
+    args,
+    cwd: ctx.benchDir,
+    logFile: path.join(ctx.tmpDir, 'upstream.log'),
+  });
+}
