@@ -1,6 +1,13 @@
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { simpleConfig, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.js';
+import {
+  echo,
+  simpleConfig,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from './helpers.js';
 import { rawRequest, statusOf } from './raw.js';
 
 const client = new Agent({ keepAliveTimeout: 1000 });
@@ -383,5 +390,98 @@ describe('path normalization before routing', () => {
     expect(statusOf(d)).toBe(400);
     await gw.close();
     await up.close();
+  });
+});
+
+describe('review fixes', () => {
+  let up: Upstream;
+  let gw: TestGateway;
+  beforeAll(async () => {
+    up = await startUpstream((req, res) => {
+      if (req.url === '/hints') {
+        res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+        setTimeout(() => res.end('after hints'), 20);
+      } else if (req.url === '/stream-early') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('started');
+        req.resume();
+      } else if (req.url === '/echo-id') {
+        res.setHeader('x-request-id', String(req.headers['x-request-id']));
+        res.end('ok');
+      } else echo(req, res);
+    });
+    gw = await startGateway(
+      simpleConfig(up.url, [
+        {
+          name: 'tls-offload',
+          match: { path: { prefix: '/edited' } },
+          backends: [{ service: 'svc' }],
+          requestHeaders: { set: { 'x-forwarded-proto': 'https' }, remove: ['via'] },
+          responseHeaders: { remove: ['via'] },
+        },
+        {
+          name: 'limited',
+          match: { path: { prefix: '/stream-early' } },
+          backends: [{ service: 'svc' }],
+          limits: { maxBodyBytes: 1000 },
+        },
+        { name: 'all', backends: [{ service: 'svc' }] },
+      ]),
+    );
+  });
+  afterAll(async () => {
+    await gw.close();
+    await up.close();
+  });
+
+  test('103 Early Hints reach the client and the final response follows', async () => {
+    const r = await rawRequest(gw.port, 'GET /hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(r).toMatch(/^HTTP\/1\.1 103 Early Hints\r\n[lL]ink: <\/style\.css>; rel=preload; as=style\r\n/);
+    expect(r).toContain('HTTP/1.1 200 OK');
+    expect(r.endsWith('after hints')).toBe(true);
+  });
+
+  test("a route's header edits override the gateway's forwarding headers, both ways", async () => {
+    const r = await fetch(`${gw.url}/edited`);
+    const seen = await r.json();
+    expect(seen.headers['x-forwarded-proto']).toBe('https');
+    expect(seen.headers.via).toBeUndefined();
+    expect(r.headers.get('via')).toBeNull();
+  });
+
+  test('an upstream that echoes x-request-id does not make the client see it twice', async () => {
+    const r = await fetch(`${gw.url}/echo-id`, { headers: { 'x-request-id': 'abc' } });
+    expect(r.headers.get('x-request-id')).toBe('abc');
+  });
+
+  test('a Host that is not a host is a 400 and is never forwarded', async () => {
+    for (const host of ['evil.example/phish?', 'a b@c', 'x:80:90']) {
+      const r = await rawRequest(gw.port, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect(statusOf(r)).toBe(400);
+    }
+  });
+
+  test('an HTTP/1.0 request without Host goes upstream with the endpoint authority', async () => {
+    const r = await rawRequest(gw.port, 'GET /ten HTTP/1.0\r\n\r\n');
+    expect(statusOf(r)).toBe(200);
+    const seen = JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4));
+    expect(seen.headers.host).toBe(`127.0.0.1:${up.port}`);
+    expect(seen.headers['x-forwarded-host']).toBeUndefined();
+  });
+
+  test('a body over the limit after the response started cuts the response at once', async () => {
+    const { connect } = await import('node:net');
+    const s = connect(gw.port, '127.0.0.1');
+    let got = '';
+    s.on('data', (c) => (got += c));
+    s.on('error', () => {});
+    s.write('POST /stream-early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const t0 = Date.now();
+    const chunk = `${(600).toString(16)}\r\n${'a'.repeat(600)}\r\n`;
+    const timer = setInterval(() => s.writable && s.write(chunk), 20);
+    await new Promise((resolve) => s.on('close', resolve));
+    clearInterval(timer);
+    expect(got).toMatch(/^HTTP\/1\.1 200 /);
+    expect(Date.now() - t0).toBeLessThan(2000);
   });
 });

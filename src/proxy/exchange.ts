@@ -16,6 +16,7 @@ import {
   forwardedQuote,
   HOP_BY_HOP,
   isSaneRequestId,
+  linkValues,
   removeFields,
   responseHeaders,
   trailerObject,
@@ -32,6 +33,8 @@ export interface ExchangeHost {
   /** Called once per request when it is over, only when something (the access log) listens. */
   readonly onFinish: ((ex: Exchange) => void) | undefined;
 }
+
+const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{1,5})?$/;
 
 const kPeer = Symbol('trellis.peer');
 /** Set on a socket whose current request was answered before its body arrived in full. */
@@ -119,7 +122,8 @@ export class Exchange implements StageContext, RouterRequest {
 
   /** Runs the request to its end: routing, stages, upstream or local reply. */
   start(expectContinue: boolean): void {
-    this.res.on('close', this.#onClientClose);
+    (this.res as ResWithExchange)[kExchange] = this;
+    this.res.on('close', onResponseClose);
     if (!this.#parseTarget() || !this.#readHeaders()) {
       this.#localError('bad_request', 'malformed request target or headers');
       return;
@@ -142,6 +146,8 @@ export class Exchange implements StageContext, RouterRequest {
       this.#localError('body_too_large', `body of ${this.#bodyLength} bytes exceeds ${route.maxBodyBytes}`);
       return;
     }
+    // Added before the stages, so that a route's header edits can override or remove them.
+    if (route.pickService !== undefined) this.#addForwardingHeaders();
     const stages = route.stages;
     for (let i = 0; i < stages.length; i++) {
       const r: StageResult = stages[i]!.onRequest(this);
@@ -260,6 +266,9 @@ export class Exchange implements StageContext, RouterRequest {
       const tokens = connectionTokens(this.#connection);
       if (tokens) removeFields(out, tokens);
     }
+    // RFC 9112 §3.2 / RFC 3986 §3.2.2: a reg-name or IP literal and an optional port, nothing else. A Host
+    // such as `evil.example/phish?` must never reach a redirect or an upstream.
+    if (this.hostHeader !== '' && !VALID_HOST.test(this.hostHeader)) return false;
     if (this.host === '') {
       const h = this.hostHeader;
       const end = h.charCodeAt(0) === 91 /* [ */ ? h.indexOf(']') + 1 : h.indexOf(':');
@@ -280,13 +289,14 @@ export class Exchange implements StageContext, RouterRequest {
       trusted && this.#xff !== undefined ? `${this.#xff}, ${peer.address}` : peer.address,
       'x-forwarded-proto',
       trusted && this.#xfp !== undefined ? this.#xfp : proto,
-      'x-forwarded-host',
-      trusted && this.#xfh !== undefined ? this.#xfh : this.hostHeader,
     );
+    const xfh = trusted && this.#xfh !== undefined ? this.#xfh : this.hostHeader;
+    if (xfh !== '') out.push('x-forwarded-host', xfh);
     // A connection nearly always sends one Host: build its Forwarded element once.
     if (peer.elementHost !== this.hostHeader) {
       peer.elementHost = this.hostHeader;
-      peer.element = `for=${peer.forwardedFor};host=${forwardedQuote(this.hostHeader)};proto=${proto}`;
+      const host = this.hostHeader === '' ? '' : `;host=${forwardedQuote(this.hostHeader)}`;
+      peer.element = `for=${peer.forwardedFor}${host};proto=${proto}`;
     }
     const element = peer.element;
     out.push(
@@ -312,9 +322,10 @@ export class Exchange implements StageContext, RouterRequest {
     }
     this.service = service;
     this.endpoint = endpoint;
-    this.#addForwardingHeaders();
     const out = this.upstreamHeaders;
-    out.push('host', this.upstreamHost ?? (route.preserveHost ? this.hostHeader : endpoint.authority));
+    // An HTTP/1.0 client may send no Host: the endpoint's authority stands in.
+    const clientHost = route.preserveHost && this.hostHeader !== '' ? this.hostHeader : endpoint.authority;
+    out.push('host', this.upstreamHost ?? clientHost);
 
     let body: Transform | null = null;
     if (this.#bodyLength > 0 || this.#bodyLength === -2) {
@@ -346,11 +357,19 @@ export class Exchange implements StageContext, RouterRequest {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     const res = this.res;
     if (this.#done) return false;
-    const headers = responseHeaders(rawHeaders);
+    if (statusCode < 200) {
+      // Informational: 103 Early Hints goes on to the client; others (102) are not forwarded.
+      if (statusCode === 103) {
+        const links = linkValues(rawHeaders);
+        if (links.length > 0) res.writeEarlyHints({ link: links });
+      }
+      return true;
+    }
+    const headers = responseHeaders(rawHeaders, this.requestId);
+    if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
+    // After the gateway's own fields, so that a route can remove or replace them.
     const stages = this.route!.responseStages;
     for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
-    if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
-    headers.push('x-request-id', this.requestId);
     this.#beforeReply(false);
     this.status = statusCode;
     this.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
@@ -389,16 +408,16 @@ export class Exchange implements StageContext, RouterRequest {
       return;
     }
     const te = err as Error & { trellisCode?: ErrorCode };
-    if (te.trellisCode !== undefined) {
-      this.#localError(te.trellisCode, err.message);
-      return;
-    }
     const c = classifyUpstreamError(err);
     if (this.res.headersSent) {
       // Too late for an error reply: cut the response so the client sees it is incomplete.
       this.outcome = this.#done ? 'client_abort' : c.outcome;
       this.errorCode = c.code;
       this.res.destroy();
+      return;
+    }
+    if (te.trellisCode !== undefined) {
+      this.#localError(te.trellisCode, err.message);
       return;
     }
     this.outcome = c.outcome;
@@ -451,15 +470,23 @@ export class Exchange implements StageContext, RouterRequest {
     this.#localError(code, (err as Error)?.message);
   }
 
-  /** The client connection closed: finished normally, or gone before the end. */
-  #onClientClose = (): void => {
+  /** The response closed: finished normally, or the client went away before the end. */
+  clientClosed(): void {
     this.#done = true;
     if (!this.res.writableFinished) {
       this.#abort?.(new Error('client closed the connection'));
       if (this.outcome === 'success' || this.outcome === 'local_reply') this.outcome = 'client_abort';
     }
     this.gw.onFinish?.(this);
-  };
+  }
+}
+
+const kExchange = Symbol('trellis.exchange');
+type ResWithExchange = ServerResponse & { [kExchange]?: Exchange };
+
+/** One function for every response's 'close' (no closure per request). */
+function onResponseClose(this: ResWithExchange): void {
+  this[kExchange]?.clientClosed();
 }
 
 /** Counts request body bytes and enforces the route's body limit without tearing down the client socket. */

@@ -47,9 +47,10 @@ export function removeFields(list: string[], names: readonly string[]): void {
  * Response headers from undici's raw Buffer list to a flat string list for `writeHead`, without hop-by-hop
  * fields. Names keep the upstream's case (clients see what the service sent).
  */
-export function responseHeaders(raw: readonly Buffer[]): string[] {
+export function responseHeaders(raw: readonly Buffer[], requestId: string): string[] {
   const out: string[] = [];
   let connection: string | undefined;
+  let echoedId = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
@@ -57,8 +58,11 @@ export function responseHeaders(raw: readonly Buffer[]): string[] {
       if (lower === 'connection') connection = raw[i + 1]!.toString('latin1');
       continue;
     }
+    if (lower === 'x-request-id') echoedId = true;
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
+  // The client learns its request id, once: the upstream's echo if it sent one, else ours.
+  if (!echoedId) out.push('x-request-id', requestId);
   if (connection !== undefined) {
     const tokens = connectionTokens(connection);
     if (tokens) {
@@ -70,6 +74,17 @@ export function responseHeaders(raw: readonly Buffer[]): string[] {
         w += 2;
       }
       out.length = w;
+    }
+  }
+  return out;
+}
+
+/** The `Link` values of a 103 Early Hints response. */
+export function linkValues(raw: readonly Buffer[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toString('latin1').toLowerCase() === 'link') {
+      out.push(raw[i + 1]!.toString('latin1'));
     }
   }
   return out;

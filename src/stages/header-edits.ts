@@ -39,12 +39,14 @@ export function requestHeaderStage(cfg: HeaderEditsConfig): RequestStage | undef
   const edits = compileEdits(cfg);
   if (!edits) return undefined;
   const { drop, append } = edits;
+  // Names only (even indices): a value that happens to be "host" is not a Host edit.
+  const touchesHost = drop.includes('host') || append.some((v, i) => i % 2 === 0 && v === 'host');
   return {
     name: 'request-headers',
     onRequest: function editRequestHeaders(ctx: StageContext) {
       dropFields(ctx.upstreamHeaders, drop, true);
       for (let i = 0; i < append.length; i++) ctx.upstreamHeaders.push(append[i]!);
-      if (drop.includes('host') || append.includes('host')) moveHost(ctx);
+      if (touchesHost) moveHost(ctx);
       return undefined;
     },
   };
