@@ -51,3 +51,18 @@ test('one JSON line per request with route, service endpoint, status, code, byte
   });
   await up.close();
 });
+
+test('a reload whose access log cannot be opened is rejected and the old config keeps serving', async () => {
+  const up = await startUpstream((_req, res) => res.end('still serving'));
+  const gw = await startGateway(simpleConfig(up.url));
+  const version = gw.gateway.snapshot!.version;
+  const dir = mkdtempSync(join(tmpdir(), 'trellis-log-'));
+  // A directory where the file should be: the open fails (EISDIR), as a read-only or full disk would.
+  await expect(gw.apply({ ...simpleConfig(up.url), accessLog: { output: dir } })).rejects.toThrow(
+    /access log/,
+  );
+  expect(gw.gateway.snapshot!.version).toBe(version);
+  expect(await (await fetch(gw.url)).text()).toBe('still serving');
+  await gw.close();
+  await up.close();
+});

@@ -14,12 +14,32 @@ const round = (ms: number) => Math.round(ms * 1000) / 1000;
  * or pipe never stalls request handling: lines are queued and written in batches. The record is flat and has
  * no level; it is serialized here in one JSON.stringify call.
  */
-export function createAccessLog(output: string): AccessLog | undefined {
+export async function createAccessLog(
+  output: string,
+  onError: (err: Error) => void,
+): Promise<AccessLog | undefined> {
   if (output === 'off') return undefined;
   const dest = pino.destination({ dest: output === 'stdout' ? 1 : output, sync: false, mkdir: false });
+  // The file opens in the background: wait for it, so that a path we cannot write is a failed reload (the old
+  // config keeps serving) rather than an unhandled error later.
+  await new Promise<void>((resolve, reject) => {
+    const fail = (err: Error) => reject(new Error(`access log ${output}: ${err.message}`));
+    dest.once('error', fail);
+    dest.once('ready', () => {
+      dest.off('error', fail);
+      resolve();
+    });
+  });
+  // Later write errors (disk full, closed pipe) lose log lines, never requests.
+  let broken = false;
+  dest.on('error', (err: Error) => {
+    if (!broken) onError(err);
+    broken = true;
+  });
   return {
     output,
     write(ex: Exchange) {
+      if (broken) return;
       const end = performance.now();
       const record = {
         time: new Date().toISOString(),

@@ -45,6 +45,22 @@ export class Gateway implements ExchangeHost {
       throw err;
     }
 
+    // Open a new access log destination before touching what serves: failing to open it fails the apply.
+    let nextLog: AccessLog | undefined | null = null; // null: unchanged
+    if ((this.#accessLog?.output ?? 'off') !== config.accessLog.output) {
+      try {
+        nextLog = await createAccessLog(config.accessLog.output, (err) =>
+          this.#log.error(
+            { err: err.message },
+            'access log write failed; access log lines are being dropped',
+          ),
+        );
+      } catch (err) {
+        if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+        throw err;
+      }
+    }
+
     // Bind what is new before touching what serves.
     const wanted = new Map<string, ListenerRuntime | undefined>();
     const fresh: ListenerRuntime[] = [];
@@ -65,6 +81,7 @@ export class Gateway implements ExchangeHost {
     } catch (err) {
       await Promise.all(fresh.map((rt) => rt.close()));
       if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+      await nextLog?.close();
       throw err;
     }
 
@@ -76,7 +93,7 @@ export class Gateway implements ExchangeHost {
     }
     this.#snapshot = snapshot;
     this.viaValue = snapshot.via === '' ? '' : `1.1 ${snapshot.via}`;
-    this.#swapAccessLog(config.accessLog.output);
+    if (nextLog !== null) this.#swapAccessLog(nextLog);
 
     // Retire what the new config no longer has.
     for (const [key, rt] of this.#listeners) {
@@ -89,11 +106,9 @@ export class Gateway implements ExchangeHost {
     return snapshot;
   }
 
-  #swapAccessLog(output: string): void {
-    if ((this.#accessLog?.output ?? 'off') === output) return;
+  #swapAccessLog(log: AccessLog | undefined): void {
     const old = this.#accessLog;
-    this.#accessLog = createAccessLog(output);
-    const log = this.#accessLog;
+    this.#accessLog = log;
     this.onFinish = log ? (ex) => log.write(ex) : undefined;
     old?.close().catch(() => {});
   }
