@@ -1,4 +1,4 @@
-import { request } from 'undici';
+import { Pool, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { simpleConfig, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.js';
 
@@ -185,5 +185,39 @@ describe('reload in process', () => {
     await gw.close();
     await up.close();
     await blocker.close();
+  });
+});
+
+describe('a listener removed by a reload', () => {
+  test('closes: a request after the one in flight gets a 503 and the connection closes; the others serve on', async () => {
+    const up = await startUpstream((req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.end('slow'), 400);
+      else res.end('ok');
+    });
+    const two = {
+      ...simpleConfig(up.url),
+      listeners: [
+        { name: 'a', port: 0 },
+        { name: 'b', port: 0 },
+      ],
+    };
+    const gw = await startGateway(two);
+    const ports = gw.gateway.ports();
+    const pool = new Pool(`http://127.0.0.1:${ports.b}`, { connections: 1 });
+    const inflight = pool.request({ path: '/slow', method: 'GET' });
+    await new Promise((r) => setTimeout(r, 50));
+    await gw.apply({ ...two, listeners: [{ name: 'a', port: 0 }] });
+    const first = await inflight;
+    expect(await first.body.text()).toBe('slow');
+    // The same keep-alive connection, before the idle sweep closes it.
+    const second = await pool.request({ path: '/', method: 'GET' });
+    expect(second.statusCode).toBe(503);
+    expect(second.headers.connection).toBe('close');
+    expect((await second.body.json()).code).toBe('service_unavailable');
+    await pool.close();
+    await expect(fetch(`http://127.0.0.1:${ports.b}/`)).rejects.toThrow();
+    expect(await (await fetch(`http://127.0.0.1:${ports.a}/`)).text()).toBe('ok');
+    await gw.close();
+    await up.close();
   });
 });

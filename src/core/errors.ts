@@ -102,8 +102,9 @@ export const errorCatalog = {
   },
   service_unavailable: {
     status: 503,
-    title: 'Gateway is shutting down',
-    description: 'The gateway is draining (SIGTERM) and does not accept new requests on this connection.',
+    title: 'Not accepting requests on this connection',
+    description:
+      'The listener this connection arrived on was removed by a config reload, so the connection is closing. Open a new connection (to a listener that exists).',
     grpc: 14,
   },
   internal_error: {

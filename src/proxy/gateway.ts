@@ -16,6 +16,8 @@ export class Gateway implements ExchangeHost {
   onFinish: ((ex: Exchange) => void) | undefined = undefined;
   #snapshot: Snapshot | undefined;
   readonly #listeners = new Map<string, ListenerRuntime>();
+  /** Listeners removed by a reload whose connections are still closing. */
+  readonly #retired = new Set<ListenerRuntime>();
   readonly #pools = new PoolRegistry();
   #accessLog: AccessLog | undefined;
   readonly #log: Logger;
@@ -99,7 +101,8 @@ export class Gateway implements ExchangeHost {
     for (const [key, rt] of this.#listeners) {
       if (!wanted.has(key)) {
         this.#listeners.delete(key);
-        rt.close().catch(() => {});
+        this.#retired.add(rt);
+        rt.retire(config.gateway.drainTimeout).finally(() => this.#retired.delete(rt));
       }
     }
     this.#pools.retain(snapshot.pools);
@@ -119,7 +122,7 @@ export class Gateway implements ExchangeHost {
    */
   async drain(deadlineMs: number): Promise<void> {
     this.draining = true;
-    const listeners = [...this.#listeners.values()];
+    const listeners = [...this.#listeners.values(), ...this.#retired];
     this.#listeners.clear();
     const closed = Promise.all(listeners.map((l) => l.close()));
     const idleSweep = setInterval(() => {

@@ -8,7 +8,9 @@ import { Exchange, type ExchangeHost, kAnswered } from './exchange.js';
 
 /** Listeners are identified by what they bind; everything else is applied in place on reload. */
 export function listenerKey(l: ListenerConfig): string {
-  return `${l.protocol}://${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`;
+  const key = `${l.protocol}://${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`;
+  // Port 0 binds a new port each time: two such listeners are two sockets.
+  return l.port === 0 ? `${key}#${l.name}` : key;
 }
 
 /**
@@ -20,6 +22,9 @@ export class ListenerRuntime {
   readonly server: Server;
   state: ListenerState;
   #maxHeaderCount = 100;
+  /** Removed by a reload: connections still open get a 503 and close; no new ones are accepted. */
+  #retired = false;
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(host: ExchangeHost, state: ListenerState) {
     this.key = listenerKey(state.config);
@@ -38,6 +43,11 @@ export class ListenerRuntime {
     this.apply(state);
     const onRequest = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean) => {
       const state = this.state;
+      if (this.#retired) {
+        res.shouldKeepAlive = false;
+        sendProblem(res, 'service_unavailable', 'this listener was removed by a config reload', undefined);
+        return;
+      }
       if (req.rawHeaders.length > this.#maxHeaderCount * 2) {
         res.shouldKeepAlive = false;
         sendProblem(res, 'headers_too_large', `more than ${this.#maxHeaderCount} header fields`, undefined);
@@ -68,7 +78,7 @@ export class ListenerRuntime {
     // One more than the limit, so that a request over it is seen and refused instead of silently cut.
     s.maxHeadersCount = l.limits.maxHeaderCount + 1;
     this.#maxHeaderCount = l.limits.maxHeaderCount;
-    if (l.limits.maxConnections !== undefined) s.maxConnections = l.limits.maxConnections;
+    s.maxConnections = l.limits.maxConnections ?? Number.POSITIVE_INFINITY;
     this.state = state;
   }
 
@@ -94,6 +104,21 @@ export class ListenerRuntime {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
+    });
+  }
+
+  /**
+   * Removed by a reload: stop accepting, let in-flight requests finish, close connections as they go idle, and
+   * after `deadlineMs` close whatever is left. Resolves when the last connection is gone.
+   */
+  retire(deadlineMs: number): Promise<void> {
+    this.#retired = true;
+    const closed = this.close();
+    this.#sweep = setInterval(() => this.server.closeIdleConnections(), 250);
+    const hard = setTimeout(() => this.server.closeAllConnections(), deadlineMs);
+    return closed.finally(() => {
+      clearInterval(this.#sweep);
+      clearTimeout(hard);
     });
   }
 }
