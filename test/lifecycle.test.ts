@@ -198,3 +198,42 @@ async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000
   }
   throw new Error('condition not met in time');
 }
+
+describe('cluster: a worker dies', () => {
+  test('it is replaced, and a reload during the restart reaches every worker', async () => {
+    const up = await startUpstream((_req, res) => res.end('ok'));
+    const gw = await spawnGateway(config('a'), { workers: 2, upstream: up.url });
+    try {
+      await gw.waitReady();
+      const before = (await gw.admin('/ready')).body;
+      const victim = before.workers[0].pid as number;
+      process.kill(victim, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 50));
+      gw.writeConfig(config('b'));
+      gw.kill('SIGHUP');
+      const deadline = Date.now() + 15_000;
+      let s = before;
+      while (Date.now() < deadline) {
+        s = (await gw.admin('/ready')).body;
+        const pids = s.workers.map((w: { pid: number }) => w.pid);
+        if (
+          s.workers.length === 2 &&
+          !pids.includes(victim) &&
+          s.workers.every((w: { version: number }) => w.version === before.version + 1)
+        )
+          break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(s.version).toBe(before.version + 1);
+      expect(s.workers).toHaveLength(2);
+      for (const w of s.workers) expect(w.version).toBe(s.version);
+      expect(gw.stderr()).not.toContain('failed to apply');
+      const r = await fetch(gw.url);
+      expect(r.headers.get('x-config')).toBe('b');
+    } finally {
+      gw.kill('SIGTERM');
+      expect(await gw.exited).toBe(0);
+      await up.close();
+    }
+  }, 30_000);
+});

@@ -4,34 +4,41 @@ import type { Config } from '../config/schema.js';
 import type { Applier } from './supervisor.js';
 
 export type ToWorker =
-  | { type: 'apply'; version: number; hash: string; config: Config }
+  | { type: 'apply'; seq: number; version: number; hash: string; config: Config }
   | { type: 'drain'; deadlineMs: number };
 export type FromWorker =
   | { type: 'hello' }
-  | { type: 'applied'; version: number; ports: Record<string, number> }
-  | { type: 'failed'; version: number; error: string };
+  | { type: 'applied'; seq: number; version: number; ports: Record<string, number> }
+  | { type: 'failed'; seq: number; version: number; error: string };
 
 interface WorkerState {
-  worker: Worker;
+  readonly worker: Worker;
+  /** Said hello: its message handler is installed, it can take an apply. */
+  hello: boolean;
   version: number;
   ports: Record<string, number>;
-  waiters: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  /** Pending applies by send sequence number (one per send, never overwritten). */
+  readonly waiters: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
 }
 
 const APPLY_TIMEOUT_MS = 30_000;
 
 /**
  * `--workers N`: N processes share each listening socket (the kernel spreads connections, SCHED_NONE), and
- * this primary owns config. Every worker applies each version and says so; a worker that dies is replaced
- * and handed the current version.
+ * this primary owns config. A worker gets the current version when it says hello and every later version as it
+ * comes; it answers each send by sequence number. A worker that dies is replaced, with backoff, and picks up
+ * the current version on its hello.
  */
 export class ClusterApplier implements Applier {
   readonly #n: number;
   readonly #log: Logger;
   readonly #workers = new Map<number, WorkerState>();
+  readonly #restartTimers = new Set<NodeJS.Timeout>();
   #current: { config: Config; version: number; hash: string } | undefined;
+  #started = false;
   #stopping = false;
   #restarts = 0;
+  #seq = 0;
 
   constructor(n: number, log: Logger) {
     this.#n = n;
@@ -43,7 +50,8 @@ export class ClusterApplier implements Applier {
   async apply(config: Config, version: number, hash: string): Promise<void> {
     const previous = this.#current;
     this.#current = { config, version, hash };
-    if (this.#workers.size === 0) {
+    if (!this.#started) {
+      this.#started = true;
       const started: Promise<void>[] = [];
       for (let i = 0; i < this.#n; i++) started.push(this.#fork());
       try {
@@ -54,49 +62,64 @@ export class ClusterApplier implements Applier {
       }
       return;
     }
-    const results = await Promise.allSettled([...this.#workers.values()].map((w) => this.#send(w, version)));
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) {
-      // Workers that failed kept their old version; those that applied serve the new one. Report both.
-      if (failed.length === results.length) this.#current = previous;
-      throw new Error(
-        `${failed.length} of ${results.length} workers failed to apply version ${version}: ${failed[0]!.reason.message}`,
-      );
+    // Workers that have not said hello yet get this version when they do.
+    const ready = [...this.#workers.values()].filter((w) => w.hello);
+    if (ready.length === 0) return;
+    const results = await Promise.allSettled(ready.map((w) => this.#send(w)));
+    const failed = ready.filter((_, i) => results[i]!.status === 'rejected');
+    if (failed.length === 0) return;
+    const reason = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
+    if (failed.length === ready.length) {
+      this.#current = previous;
+      throw new Error(`no worker could apply version ${version}: ${reason.message}`);
     }
+    // Some applied, some did not: the fleet must not serve two versions. Replace the ones that failed; their
+    // successors start on the current version (or fail to start, and are replaced again with backoff).
+    this.#log.error(
+      { version, failed: failed.map((w) => w.worker.process.pid), err: reason.message },
+      'some workers failed to apply the new config; replacing them',
+    );
+    for (const w of failed) w.worker.process.kill('SIGKILL');
   }
 
   #fork(): Promise<void> {
     const worker = cluster.fork({ TRELLIS_WORKER: '1' });
-    const state: WorkerState = { worker, version: 0, ports: {}, waiters: new Map() };
+    const state: WorkerState = { worker, hello: false, version: 0, ports: {}, waiters: new Map() };
     this.#workers.set(worker.id, state);
     return new Promise((resolve, reject) => {
       worker.on('message', (msg: FromWorker) => {
         if (msg.type === 'hello') {
-          const cur = this.#current;
-          if (!cur) return;
-          this.#send(state, cur.version).then(resolve, reject);
-        } else if (msg.type === 'applied') {
-          state.version = msg.version;
-          state.ports = msg.ports;
-          state.waiters.get(msg.version)?.resolve();
-          state.waiters.delete(msg.version);
-        } else if (msg.type === 'failed') {
-          state.waiters.get(msg.version)?.reject(new Error(msg.error));
-          state.waiters.delete(msg.version);
+          if (this.#stopping || !this.#current) return;
+          state.hello = true;
+          this.#send(state).then(resolve, reject);
+          return;
+        }
+        const waiter = state.waiters.get(msg.seq);
+        state.waiters.delete(msg.seq);
+        if (msg.type === 'applied') {
+          if (msg.version > state.version) {
+            state.version = msg.version;
+            state.ports = msg.ports;
+          }
+          waiter?.resolve();
+        } else {
+          waiter?.reject(new Error(msg.error));
         }
       });
       worker.once('exit', () => reject(new Error(`worker ${worker.process.pid} exited during start`)));
     });
   }
 
-  #send(state: WorkerState, version: number): Promise<void> {
+  /** Sends the current version to one worker; resolves when it says it applied that send. */
+  #send(state: WorkerState): Promise<void> {
     const cur = this.#current!;
+    const seq = ++this.#seq;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        state.waiters.delete(version);
+        state.waiters.delete(seq);
         reject(new Error(`worker ${state.worker.process.pid} did not answer in ${APPLY_TIMEOUT_MS} ms`));
       }, APPLY_TIMEOUT_MS);
-      state.waiters.set(version, {
+      state.waiters.set(seq, {
         resolve: () => {
           clearTimeout(timer);
           resolve();
@@ -106,7 +129,7 @@ export class ClusterApplier implements Applier {
           reject(e);
         },
       });
-      const msg: ToWorker = { type: 'apply', version: cur.version, hash: cur.hash, config: cur.config };
+      const msg: ToWorker = { type: 'apply', seq, version: cur.version, hash: cur.hash, config: cur.config };
       state.worker.send(msg);
     });
   }
@@ -118,18 +141,24 @@ export class ClusterApplier implements Applier {
     if (this.#stopping) return;
     this.#restarts++;
     this.#log.error(
-      { pid: worker.process.pid, code, signal, restarts: this.#restarts },
+      { workerPid: worker.process.pid, code, signal, restarts: this.#restarts },
       'worker died; starting another',
     );
     const delay = Math.min(5000, 100 * 2 ** Math.min(this.#restarts, 6));
-    setTimeout(() => {
-      if (!this.#stopping)
+    const timer = setTimeout(() => {
+      this.#restartTimers.delete(timer);
+      if (!this.#stopping) {
         this.#fork().catch((err) => this.#log.error({ err: err.message }, 'worker failed to start'));
-    }, delay).unref();
+      }
+    }, delay);
+    timer.unref();
+    this.#restartTimers.add(timer);
   }
 
   async drain(deadlineMs: number): Promise<void> {
     this.#stopping = true;
+    for (const t of this.#restartTimers) clearTimeout(t);
+    this.#restartTimers.clear();
     const exits = [...this.#workers.values()].map(
       (s) =>
         new Promise<void>((resolve) => {
@@ -149,6 +178,8 @@ export class ClusterApplier implements Applier {
   ready(): boolean {
     const cur = this.#current;
     if (!cur || this.#stopping || this.#workers.size < this.#n) return false;
+    // Every worker serves some version with its listeners bound. Readiness must not flap during a reload;
+    // convergence on the newest version shows in status().
     for (const s of this.#workers.values()) if (s.version === 0) return false;
     return true;
   }

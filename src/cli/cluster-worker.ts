@@ -11,10 +11,12 @@ export function runWorker(log: Logger): void {
     if (msg.type === 'apply') {
       queue = queue.then(async () => {
         try {
-          await gateway.apply(msg.config, msg.version, msg.hash);
-          send({ type: 'applied', version: msg.version, ports: gateway.ports() });
+          // The same version again (a hello racing a reload) is already applied.
+          if (gateway.snapshot?.version !== msg.version)
+            await gateway.apply(msg.config, msg.version, msg.hash);
+          send({ type: 'applied', seq: msg.seq, version: msg.version, ports: gateway.ports() });
         } catch (err) {
-          send({ type: 'failed', version: msg.version, error: (err as Error).message });
+          send({ type: 'failed', seq: msg.seq, version: msg.version, error: (err as Error).message });
         }
       });
     } else if (msg.type === 'drain') {
