@@ -485,3 +485,17 @@ describe('review fixes', () => {
     expect(Date.now() - t0).toBeLessThan(2000);
   });
 });
+
+test('doubled slashes cannot bypass a prefix route either', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(
+    simpleConfig(up.url, [
+      { name: 'admin', match: { path: { prefix: '/admin' } }, directResponse: { status: 403, body: 'no' } },
+      { name: 'rest', backends: [{ service: 'svc' }] },
+    ]),
+  );
+  const r = await rawRequest(gw.port, 'GET //admin/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  expect(statusOf(r)).toBe(403);
+  await gw.close();
+  await up.close();
+});

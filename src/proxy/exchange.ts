@@ -8,7 +8,7 @@ import type { CompiledRoute, ListenerState } from '../compile/snapshot.js';
 import type { ErrorCode } from '../core/errors.js';
 import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
 import { sendProblem } from '../core/problem.js';
-import type { RouterRequest } from '../router/index.js';
+import { normalizePath, type RouterRequest } from '../router/index.js';
 import type { Endpoint, UpstreamService } from '../upstream/service.js';
 import {
   connectionTokens,
@@ -21,7 +21,6 @@ import {
   responseHeaders,
   trailerObject,
 } from './headers.js';
-import { normalizePath } from './path.js';
 import type { LocalReply, StageContext, StageResult } from './stage.js';
 
 /** What an exchange needs from the process it runs in. */

@@ -1,5 +1,6 @@
 export { compileRouter } from './compile.js';
 export { RouterCompileError } from './compile-error.js';
+export { normalizePath } from './normalize.js';
 export type {
   MatchResult,
   PathMatchSpec,

@@ -1,4 +1,5 @@
 import { RouterCompileError } from './compile-error.js';
+import { normalizePath } from './normalize.js';
 import type { MatchResult, RouteMatchSpec, ValueMatchSpec } from './types.js';
 
 const EXACT = 0;
@@ -239,7 +240,20 @@ function literalPath(raw: string, index: number, field: string): string {
       `expected a path starting with "/", got ${JSON.stringify(raw)}`,
     );
   }
-  if (!/[^\x21-\x7e]/.test(raw)) return raw;
+  const encoded = /[^\x21-\x7e]/.test(raw) ? encodeNonAscii(raw, index, field) : raw;
+  // Route paths are normalized as request paths are, or a route such as `/%7Euser` could never match.
+  const normalized = normalizePath(encoded);
+  if (normalized === null) {
+    throw new RouterCompileError(
+      index,
+      field,
+      `path ${JSON.stringify(raw)} has a malformed percent-encoding`,
+    );
+  }
+  return normalized;
+}
+
+function encodeNonAscii(raw: string, index: number, field: string): string {
   let out = '';
   for (const ch of raw) {
     const code = ch.codePointAt(0)!;

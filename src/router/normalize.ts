@@ -2,20 +2,23 @@
  * Request path normalization before routing (RFC 3986 §6.2.2): percent-encoded unreserved characters are
  * decoded, other percent-encodings get upper-case hex, and dot segments are removed (§5.2.4). Without it
  * `/public/../admin` or `/%61dmin` would route differently from what the upstream serves. The normalized path is
- * also what goes upstream, so the gateway and the service agree. Encoded slashes (`%2F`) stay encoded.
+ * also what goes upstream, so the gateway and the service agree. Runs of slashes become one (`//admin` is
+ * `/admin`, as nginx's merge_slashes does), since many servers treat them so. Encoded slashes (`%2F`) stay
+ * encoded.
  *
- * Returns the same string when nothing changes (the common case costs two indexOf calls), or null for a
+ * Returns the same string when nothing changes (the common case costs three indexOf calls), or null for a
  * malformed percent-encoding.
  */
 export function normalizePath(path: string): string | null {
   const hasPercent = path.indexOf('%') !== -1;
-  if (!hasPercent && path.indexOf('/.') === -1) return path;
+  if (!hasPercent && path.indexOf('/.') === -1 && path.indexOf('//') === -1) return path;
   let p = path;
   if (hasPercent) {
     const decoded = decodeUnreserved(p);
     if (decoded === null) return null;
     p = decoded;
   }
+  if (p.indexOf('//') !== -1) p = p.replace(/\/{2,}/g, '/');
   return p.indexOf('/.') === -1 ? p : removeDotSegments(p);
 }
 

@@ -1,5 +1,5 @@
 import { expect, test } from 'vitest';
-import { normalizePath } from './path.js';
+import { normalizePath } from './normalize.js';
 
 test.each([
   ['/', '/'],
@@ -18,7 +18,9 @@ test.each([
   ['/a%2fb', '/a%2Fb'],
   ['/caf%c3%a9', '/caf%C3%A9'],
   ['/a%7Eb', '/a~b'],
-  ['/a//b', '/a//b'],
+  ['/a//b', '/a/b'],
+  ['//admin/x', '/admin/x'],
+  ['/a///b/', '/a/b/'],
 ])('%s → %s', (input, expected) => {
   expect(normalizePath(input)).toBe(expected);
 });
