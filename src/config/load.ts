@@ -116,7 +116,7 @@ function validate(
   // Semantics assume a config the schema accepted, and would only repeat a broken reference's error.
   if (issues.length > 0 || !parsed.success) return { ok: false, issues };
   const config = parsed.data;
-  issues.push(...checkSemantics(config, { baseDir }));
+  issues.push(...checkSemantics(config, { baseDir, secretPaths }));
   if (issues.length > 0) return { ok: false, issues };
   // One meaning for a relative log path, whoever opens it later and from whichever working directory.
   config.accessLog.output = resolveAccessLogOutput(config.accessLog.output, baseDir);

@@ -218,15 +218,14 @@ function section(s: Schema, path: string): string[] {
   const lines = [`### ${code(path)}`, ''];
   if (s.description) lines.push(s.description, '');
   if (isObject(s)) return [...lines, ...TABLE_HEAD, ...fieldRows(s, path), '', ...childSections(s, path)];
-  lines.push('One of these forms:', '');
+  lines.push(`One of these ${s.anyOf!.length} forms:`, '');
   const nested: string[] = [];
   for (const form of s.anyOf!) {
-    lines.push(`- **${formLabel(form, path)}**${form.description ? `: ${form.description}` : ''}`);
-  }
-  lines.push('');
-  for (const form of s.anyOf!.filter(isObject)) {
-    lines.push(`${formLabel(form, path)}:`, '', ...TABLE_HEAD, ...fieldRows(form, path), '');
-    nested.push(...childSections(form, path));
+    lines.push(`**${formLabel(form, path)}**${form.description ? `: ${form.description}` : ''}`, '');
+    if (isObject(form)) {
+      lines.push(...TABLE_HEAD, ...fieldRows(form, path), '');
+      nested.push(...childSections(form, path));
+    }
   }
   return [...lines, ...nested];
 }
@@ -239,8 +238,10 @@ function topSection(key: string, s: Schema, required: boolean): string[] {
   if (description) lines.push(description, '');
   const presence = required ? '**Required**' : `Optional (default ${formatDefault(s) || 'none'})`;
   if (item !== undefined && isObject(item)) {
-    const size = s.minItems ? ` of at least ${s.minItems}` : '';
-    lines.push(`${presence}: a list${size} of objects with these fields.`, '');
+    const size = s.minItems
+      ? ` of at least ${s.minItems} ${s.minItems === 1 ? 'object' : 'objects'}`
+      : ' of objects';
+    lines.push(`${presence}: a list${size}, each with these fields.`, '');
     return [...lines, ...TABLE_HEAD, ...fieldRows(item, `${key}[]`), '', ...childSections(item, `${key}[]`)];
   }
   if (isObject(s)) {

@@ -269,3 +269,19 @@ describe('access log', () => {
     ]);
   });
 });
+
+it('an endpoint URL from a secret is never quoted back in an error', () => {
+  const text = [
+    'listeners: [{ name: public, port: 8080 }]',
+    'services: [{ name: s, endpoints: ["${env:UPSTREAM_URL}"] }]',
+    'routes: [{ name: r, backends: [{ service: s }] }]',
+  ].join('\n');
+  const r = loadConfigText(text, 'secret.yaml', {
+    env: { UPSTREAM_URL: 'http://10.0.0.1:80/?token=hunter2' },
+  });
+  expect(r.ok).toBe(false);
+  if (r.ok) return;
+  expect(r.errors).toHaveLength(1);
+  expect(r.errors[0]!.path).toBe('services[0].endpoints[0]');
+  expect(JSON.stringify(r.errors)).not.toContain('hunter2');
+});

@@ -13,6 +13,8 @@ import { didYouMean } from './suggest.js';
 export interface SemanticsOptions {
   /** Relative `accessLog.output` paths are resolved against this folder (the config file's); default: cwd. */
   baseDir?: string;
+  /** Paths whose values came from ${env:} or ${file:}: never quoted back in a message. */
+  secretPaths?: readonly (readonly PathSegment[])[];
 }
 
 /** Same rule as the router's, so a template that passes here also compiles there. */
@@ -41,7 +43,10 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
           ? ['services', i, 'endpoints', j]
           : ['services', i, 'endpoints', j, 'url'];
       const url = typeof endpoint === 'string' ? endpoint : endpoint.url;
-      const problem = endpointProblem(url);
+      const secret = (opts.secretPaths ?? []).some(
+        (sp) => sp.length === path.length && sp.every((seg, k) => String(seg) === String(path[k])),
+      );
+      const problem = endpointProblem(url, secret);
       if (problem !== undefined) {
         add(path, problem);
         return;
@@ -280,23 +285,25 @@ function templateProblem(template: string): string | undefined {
 // ---------- services, access log ----------
 
 /** Why `url` is not an `http://host:port` endpoint, or undefined when it is one. */
-export function endpointProblem(url: string): string | undefined {
+export function endpointProblem(url: string, secret = false): string | undefined {
   const example = 'expected an endpoint URL such as "http://127.0.0.1:3000"';
+  // A URL that came from a secret: say what is wrong without quoting it.
+  const quote = (v: string) => (secret ? '(a secret value)' : v);
   // Without "scheme://", `localhost:3000` would parse with the scheme "localhost:".
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return `${example}, got "${url}"`;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return `${example}, got ${quote(`"${url}"`)}`;
   let u: URL;
   try {
     u = new URL(url);
   } catch {
-    return `${example}, got "${url}"`;
+    return `${example}, got ${quote(`"${url}"`)}`;
   }
   if (u.protocol !== 'http:')
-    return `only http: endpoints are supported for now, got "${u.protocol}" in "${url}"`;
+    return `only http: endpoints are supported for now, got "${u.protocol}" in ${quote(`"${url}"`)}`;
   if (u.username !== '' || u.password !== '') return `an endpoint URL cannot hold credentials; ${example}`;
   if (u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(url)) {
-    return `an endpoint URL has no path, query or fragment (rewrite paths with "rewrite"); ${example}, got "${url}"`;
+    return `an endpoint URL has no path, query or fragment (rewrite paths with "rewrite"); ${example}, got ${quote(`"${url}"`)}`;
   }
-  if (u.port === '0') return `an endpoint port must be 1-65535, got 0 in "${url}"`;
+  if (u.port === '0') return `an endpoint port must be 1-65535, got 0 in ${quote(`"${url}"`)}`;
   return undefined;
 }
 
