@@ -60,7 +60,13 @@ describe('renderConfigReference', () => {
     expect(all.length).toBeGreaterThan(30);
     for (const { path, text, field } of all) {
       expect(out, path).toContain(inCell(text));
-      if (field) expect(out, path).toContain(`| \`${path}\` |`);
+      if (!field) continue;
+      // A field's row; a top-level key's row links to its section.
+      const rows = [`| \`${path}\` |`, `| [\`${path}\`](#`];
+      expect(
+        rows.some((row) => out.includes(row)),
+        `no row for ${path}`,
+      ).toBe(true);
     }
   });
 

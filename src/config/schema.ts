@@ -117,10 +117,10 @@ export const listenerSchema = z
 
 const stringMatch = z
   .strictObject({
-    name: headerName,
-    exact: z.string().optional(),
-    regex: z.string().optional(),
-    present: z.boolean().optional(),
+    name: headerName.describe('Header name (any case).'),
+    exact: z.string().optional().describe('The value equals this (case-sensitive).'),
+    regex: z.string().optional().describe('A regular expression the whole value matches.'),
+    present: z.boolean().optional().describe('true: the header is there (any value); false: it is absent.'),
   })
   .refine((m) => [m.exact, m.regex, m.present].filter((x) => x !== undefined).length === 1, {
     message: 'expected exactly one of "exact", "regex" or "present"',
@@ -128,10 +128,10 @@ const stringMatch = z
 
 const queryMatch = z
   .strictObject({
-    name: z.string().min(1),
-    exact: z.string().optional(),
-    regex: z.string().optional(),
-    present: z.boolean().optional(),
+    name: z.string().min(1).describe('Query parameter name (decoded; the first value counts).'),
+    exact: z.string().optional().describe('The decoded value equals this.'),
+    regex: z.string().optional().describe('A regular expression the whole decoded value matches.'),
+    present: z.boolean().optional().describe('true: the parameter is there; false: it is absent.'),
   })
   .refine((m) => [m.exact, m.regex, m.present].filter((x) => x !== undefined).length === 1, {
     message: 'expected exactly one of "exact", "regex" or "present"',
@@ -139,7 +139,9 @@ const queryMatch = z
 
 const pathMatch = z
   .union([
-    z.strictObject({ exact: z.string().startsWith('/', 'expected a path starting with "/"') }),
+    z.strictObject({
+      exact: z.string().startsWith('/', 'expected a path starting with "/"').describe('The whole path.'),
+    }),
     z.strictObject({
       prefix: z.string().startsWith('/', 'expected a path starting with "/"'),
     }),
@@ -187,7 +189,10 @@ const rewrite = z
         z.strictObject({ prefix: z.string().startsWith('/') }).describe('Replace the matched path prefix.'),
         z.strictObject({ full: z.string().startsWith('/') }).describe('Replace the whole path.'),
         z
-          .strictObject({ regex: z.string(), substitution: z.string() })
+          .strictObject({
+            regex: z.string().describe('A regular expression searched in the path.'),
+            substitution: z.string().describe('The replacement; `$1`, `$2`… are the groups.'),
+          })
           .describe('Regex replace on the path; `$1`-style groups in the substitution.'),
       ])
       .optional(),
@@ -196,9 +201,15 @@ const rewrite = z
   .describe('Rewrite the request before it goes upstream.');
 
 const redirect = z.strictObject({
-  scheme: z.enum(['http', 'https']).optional(),
-  host: z.string().optional(),
-  port: z.number().int().min(1).max(65535).optional(),
+  scheme: z.enum(['http', 'https']).optional().describe("Absent: the request's scheme."),
+  host: z.string().optional().describe("Absent: the request's host."),
+  port: z
+    .number()
+    .int()
+    .min(1)
+    .max(65535)
+    .optional()
+    .describe("Absent: the request's port, or the scheme's default when the scheme changes."),
   path: z
     .union([
       z.strictObject({ prefix: z.string().startsWith('/') }),
@@ -211,14 +222,20 @@ const redirect = z.strictObject({
 });
 
 const directResponse = z.strictObject({
-  status: z.number().int().min(200).max(599),
-  body: z.string().default(''),
-  contentType: z.string().default('text/plain; charset=utf-8'),
+  status: z.number().int().min(200).max(599).describe('HTTP status of the reply.'),
+  body: z.string().default('').describe('The reply body.'),
+  contentType: z.string().default('text/plain; charset=utf-8').describe('Content-Type of the reply.'),
 });
 
 const backend = z.strictObject({
   service: name.describe('Name of a service in `services`.'),
-  weight: z.number().int().min(0).max(1_000_000).default(1),
+  weight: z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .default(1)
+    .describe("Share of the route's traffic, relative to the other backends; 0 sends none."),
 });
 
 export const routeSchema = z
@@ -261,7 +278,13 @@ const endpoint = z.union([
   z.string().describe('`http://host:port`'),
   z.strictObject({
     url: z.string(),
-    weight: z.number().int().min(1).max(1_000_000).default(1),
+    weight: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(1)
+      .describe('Relative share of the service traffic.'),
   }),
 ]);
 
@@ -269,12 +292,20 @@ export const serviceSchema = z
   .strictObject({
     name,
     endpoints: z.array(endpoint).min(1).describe('Upstream endpoints as `http://host:port` URLs.'),
-    connectTimeout: duration.prefault(5_000),
+    connectTimeout: duration
+      .prefault(5_000)
+      .describe('Time to establish a TCP connection to an endpoint (504 upstream_connect_timeout).'),
     pool: z
       .strictObject({
         connections: z.number().int().min(1).default(128).describe('Most connections per endpoint.'),
         keepAliveTimeout: duration.prefault(4_000).describe('How long an idle upstream connection is kept.'),
-        pipelining: z.number().int().min(1).max(100).default(1),
+        pipelining: z
+          .number()
+          .int()
+          .min(1)
+          .max(100)
+          .default(1)
+          .describe('Requests in flight per upstream connection; 1 (no pipelining) is the safe default.'),
       })
       .prefault({}),
   })
@@ -288,8 +319,8 @@ export const adminSchema = z
       .string()
       .default('127.0.0.1')
       .describe('Loopback by default: admin endpoints are not for the public.'),
-    port: z.number().int().min(0).max(65535).default(9901),
-    enabled: z.boolean().default(true),
+    port: z.number().int().min(0).max(65535).default(9901).describe('TCP port of the admin listener.'),
+    enabled: z.boolean().default(true).describe('false: no admin listener at all.'),
   })
   .describe('The admin listener: /live, /ready, /config.');
 
