@@ -499,3 +499,26 @@ test('doubled slashes cannot bypass a prefix route either', async () => {
   await gw.close();
   await up.close();
 });
+
+test('the route timeout covers time queued for a connection: every request to a hung service gets 504', async () => {
+  const up = await startUpstream(() => {
+    /* never answers */
+  });
+  const gw = await startGateway({
+    ...simpleConfig(up.url, [
+      { name: 'all', backends: [{ service: 'svc' }], timeouts: { request: '300ms' } },
+    ]),
+    services: [{ name: 'svc', endpoints: [up.url], pool: { connections: 1 } }],
+  });
+  const t0 = Date.now();
+  const replies = await Promise.all(
+    [1, 2, 3].map(async () => {
+      const r = await fetch(`${gw.url}/`);
+      return { status: r.status, code: (await r.json()).code };
+    }),
+  );
+  expect(replies).toEqual(Array(3).fill({ status: 504, code: 'upstream_timeout' }));
+  expect(Date.now() - t0).toBeLessThan(2000);
+  await gw.close();
+  await up.close();
+});

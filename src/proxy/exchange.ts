@@ -97,6 +97,9 @@ export class Exchange implements StageContext, RouterRequest {
 
   #abort: ((err?: Error) => void) | undefined = undefined;
   #done = false;
+  /** The route timeout: from dispatch (queueing for a connection included) to the response headers. */
+  #timer: NodeJS.Timeout | undefined = undefined;
+  #timedOut = false;
   #bodyLength = -1; // -1: no body; -2: chunked; else Content-Length
   #xff: string | undefined = undefined;
   #xfp: string | undefined = undefined;
@@ -333,13 +336,15 @@ export class Exchange implements StageContext, RouterRequest {
     }
     if (expectContinue) this.res.writeContinue();
     if (this.timed) this.upstreamStartedAt = performance.now();
+    if (route.requestTimeout > 0) this.#timer = setTimeout(onRouteTimeout, route.requestTimeout, this);
     endpoint.pool.dispatch(
       {
         path: this.upstreamPath,
         method: this.method,
         headers: out,
         body,
-        headersTimeout: route.requestTimeout,
+        // The route timer covers the wait for headers, time in the pool's queue included.
+        headersTimeout: 0,
         bodyTimeout: route.upstreamIdleTimeout,
       },
       this as unknown as Dispatcher.DispatchHandler,
@@ -351,11 +356,28 @@ export class Exchange implements StageContext, RouterRequest {
   onConnect(abort: (err?: Error) => void): void {
     this.#abort = abort;
     if (this.#done) abort(new Error('client closed the connection'));
+    else if (this.#timedOut) abort(new Error('route timeout while queued'));
+  }
+
+  /** The route timeout fired before the response headers. */
+  routeTimedOut(): void {
+    this.#timer = undefined;
+    if (this.#done || this.res.headersSent) return;
+    this.#timedOut = true;
+    this.outcome = 'timeout';
+    if (this.timed) this.upstreamEndedAt = performance.now();
+    const ms = this.route!.requestTimeout;
+    // Answer now, whether the request is on a connection or still queued for one; then drop the attempt.
+    this.#localError(
+      'upstream_timeout',
+      `${this.endpoint?.authority ?? 'upstream'}: no response in ${ms} ms`,
+    );
+    this.#abort?.(new Error('route timeout'));
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     const res = this.res;
-    if (this.#done) return false;
+    if (this.#done || this.#timedOut) return false;
     if (statusCode < 200) {
       // Informational: 103 Early Hints goes on to the client; others (102) are not forwarded.
       if (statusCode === 103) {
@@ -364,6 +386,7 @@ export class Exchange implements StageContext, RouterRequest {
       }
       return true;
     }
+    clearTimeout(this.#timer);
     const headers = responseHeaders(rawHeaders, this.requestId);
     if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
     // After the gateway's own fields, so that a route can remove or replace them.
@@ -401,6 +424,8 @@ export class Exchange implements StageContext, RouterRequest {
   }
 
   onError(err: Error): void {
+    clearTimeout(this.#timer);
+    if (this.#timedOut) return; // already answered 504
     if (this.timed) this.upstreamEndedAt = performance.now();
     if (this.#done && !this.res.headersSent) {
       this.outcome = 'client_abort';
@@ -472,6 +497,7 @@ export class Exchange implements StageContext, RouterRequest {
   /** The response closed: finished normally, or the client went away before the end. */
   clientClosed(): void {
     this.#done = true;
+    clearTimeout(this.#timer);
     if (!this.res.writableFinished) {
       this.#abort?.(new Error('client closed the connection'));
       if (this.outcome === 'success' || this.outcome === 'local_reply') this.outcome = 'client_abort';
@@ -482,6 +508,10 @@ export class Exchange implements StageContext, RouterRequest {
 
 const kExchange = Symbol('trellis.exchange');
 type ResWithExchange = ServerResponse & { [kExchange]?: Exchange };
+
+function onRouteTimeout(ex: Exchange): void {
+  ex.routeTimedOut();
+}
 
 /** One function for every response's 'close' (no closure per request). */
 function onResponseClose(this: ResWithExchange): void {
