@@ -3,7 +3,7 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { Pool } from 'undici';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
 import type { RequestStage, ResponseStage } from '../proxy/stage.js';
-import { compileRouter, type RouteMatchSpec, type Router } from '../router/index.js';
+import { compileRouter, type RouteMatchSpec, type Router, RouterCompileError } from '../router/index.js';
 import { requestHeaderStage, responseHeaderStage } from '../stages/header-edits.js';
 import { directResponseStage, redirectStage } from '../stages/local-replies.js';
 import { rewriteStage } from '../stages/rewrite.js';
@@ -73,8 +73,10 @@ export function compileSnapshot(
   const listeners = new Map<string, ListenerState>();
   for (const l of config.listeners) {
     const specs: RouteMatchSpec<CompiledRoute>[] = [];
+    const configIndex: number[] = [];
     config.routes.forEach((r, i) => {
       if (r.listeners && !r.listeners.includes(l.name)) return;
+      configIndex.push(i);
       specs.push({
         hosts: r.match.hosts?.map((h) => h.toLowerCase()),
         path: r.match.path,
@@ -88,7 +90,11 @@ export function compileSnapshot(
     try {
       router = compileRouter(specs);
     } catch (err) {
-      throw new Error(`listener ${l.name}: ${(err as Error).message}`);
+      // Validation compiles the same router, so this is a defect; still name the route as the file does.
+      if (err instanceof RouterCompileError) {
+        throw new Error(`routes[${configIndex[err.routeIndex]}].match.${err.field}: ${err.detail}`);
+      }
+      throw err;
     }
     listeners.set(
       l.name,

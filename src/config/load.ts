@@ -111,8 +111,12 @@ function validate(
 ): { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] } {
   const parsed = configSchema.safeParse(data, { error: () => DEFAULT_MESSAGE });
   const issues = [...earlier];
-  if (!parsed.success)
-    issues.push(...translateZodIssues(parsed.error.issues, configSchema, data, secretPaths));
+  if (!parsed.success) {
+    // A value whose reference could not be resolved already has its error; the schema's would be noise.
+    const broken = new Set(earlier.map((i) => JSON.stringify(i.path.map(String))));
+    const schemaIssues = translateZodIssues(parsed.error.issues, configSchema, data, secretPaths);
+    issues.push(...schemaIssues.filter((i) => !broken.has(JSON.stringify(i.path.map(String)))));
+  }
   // Semantics assume a config the schema accepted, and would only repeat a broken reference's error.
   if (issues.length > 0 || !parsed.success) return { ok: false, issues };
   const config = parsed.data;

@@ -65,6 +65,23 @@ const headerName = z
   .string()
   .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected an HTTP header name (RFC 9110 token)' });
 
+/** RFC 9110 field-value characters: no CR, LF or NUL, which would split or break a header. */
+const headerValue = z
+  .string()
+  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, {
+    message: 'expected a header value without control characters (CR, LF, NUL)',
+  });
+
+/** A host name or IP literal with an optional port, as in a Host header. */
+const hostValue = z.string().regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::\d{1,5})?$/, {
+  message: 'expected a host such as "api.example.com", "api.example.com:8443" or "[::1]:8080"',
+});
+
+/** A path for a redirect or rewrite: visible ASCII only, starting with "/". */
+const pathValue = z
+  .string()
+  .regex(/^\/[\x21-\x7e]*$/, { message: 'expected a path starting with "/" of visible ASCII characters' });
+
 const httpMethod = z
   .string()
   .regex(/^[A-Z]+$/, { message: 'expected an upper-case HTTP method such as GET or POST' });
@@ -177,8 +194,8 @@ export const routeMatchSchema = z.strictObject({
 });
 
 const headerEdits = z.strictObject({
-  add: z.record(headerName, z.string()).optional().describe('Append a value (keeps existing values).'),
-  set: z.record(headerName, z.string()).optional().describe('Replace any existing value.'),
+  add: z.record(headerName, headerValue).optional().describe('Append a value (keeps existing values).'),
+  set: z.record(headerName, headerValue).optional().describe('Replace any existing value.'),
   remove: z.array(headerName).optional(),
 });
 
@@ -186,8 +203,8 @@ const rewrite = z
   .strictObject({
     path: z
       .union([
-        z.strictObject({ prefix: z.string().startsWith('/') }).describe('Replace the matched path prefix.'),
-        z.strictObject({ full: z.string().startsWith('/') }).describe('Replace the whole path.'),
+        z.strictObject({ prefix: pathValue }).describe('Replace the matched path prefix.'),
+        z.strictObject({ full: pathValue }).describe('Replace the whole path.'),
         z
           .strictObject({
             regex: z.string().describe('A regular expression searched in the path.'),
@@ -196,13 +213,13 @@ const rewrite = z
           .describe('Regex replace on the path; `$1`-style groups in the substitution.'),
       ])
       .optional(),
-    host: z.string().optional().describe('Host header sent upstream.'),
+    host: hostValue.optional().describe('Host header sent upstream.'),
   })
   .describe('Rewrite the request before it goes upstream.');
 
 const redirect = z.strictObject({
   scheme: z.enum(['http', 'https']).optional().describe("Absent: the request's scheme."),
-  host: z.string().optional().describe("Absent: the request's host."),
+  host: hostValue.optional().describe("Absent: the request's host."),
   port: z
     .number()
     .int()
@@ -210,12 +227,7 @@ const redirect = z.strictObject({
     .max(65535)
     .optional()
     .describe("Absent: the request's port, or the scheme's default when the scheme changes."),
-  path: z
-    .union([
-      z.strictObject({ prefix: z.string().startsWith('/') }),
-      z.strictObject({ full: z.string().startsWith('/') }),
-    ])
-    .optional(),
+  path: z.union([z.strictObject({ prefix: pathValue }), z.strictObject({ full: pathValue })]).optional(),
   statusCode: z
     .union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)])
     .default(302),
@@ -224,7 +236,7 @@ const redirect = z.strictObject({
 const directResponse = z.strictObject({
   status: z.number().int().min(200).max(599).describe('HTTP status of the reply.'),
   body: z.string().default('').describe('The reply body.'),
-  contentType: z.string().default('text/plain; charset=utf-8').describe('Content-Type of the reply.'),
+  contentType: headerValue.default('text/plain; charset=utf-8').describe('Content-Type of the reply.'),
 });
 
 const backend = z.strictObject({
@@ -333,7 +345,13 @@ export const accessLogSchema = z
 export const gatewaySchema = z
   .strictObject({
     drainTimeout: duration.prefault(30_000).describe('How long SIGTERM waits for in-flight requests.'),
-    via: z.string().default('trellis').describe('Pseudonym in the Via header; empty string: no Via header.'),
+    via: z
+      .string()
+      .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/, {
+        message: 'expected a token such as "trellis" (or "" for none)',
+      })
+      .default('trellis')
+      .describe('Pseudonym in the Via header; empty string: no Via header.'),
   })
   .describe('Process-wide settings.');
 

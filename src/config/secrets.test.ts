@@ -12,6 +12,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 mkdirSync(join(dir, 'secrets'));
 writeFileSync(join(dir, 'secrets', 'token'), 's3cret-from-file\n');
 writeFileSync(join(dir, 'secrets', 'two-lines'), 'a\nb\n\n');
+writeFileSync(join(dir, 'secrets', 'one-line'), 'ab\n');
 
 const CONFIG = [
   'listeners:', //                                                 1
@@ -27,7 +28,7 @@ const CONFIG = [
   '      set:', //                                                 11
   '        authorization: "Bearer ${env:API_TOKEN}"', //          12
   '        x-file-token: ${file:secrets/token}', //                13
-  '        x-two-lines: ${file:secrets/two-lines}', //             14
+  '        x-two-lines: ${file:secrets/one-line}', //              14
   '        x-literal: "price: $${AMOUNT}"', //                     15
   '        x-plain: plain', //                                     16
 ].join('\n');
@@ -44,8 +45,8 @@ describe('secret references', () => {
     expect(r.config.routes[0]!.requestHeaders!.set).toEqual({
       authorization: 'Bearer tok-123',
       'x-file-token': 's3cret-from-file',
-      // Only one trailing newline is stripped.
-      'x-two-lines': 'a\nb\n',
+      // The file's final newline is stripped.
+      'x-two-lines': 'ab',
       'x-literal': 'price: ${AMOUNT}',
       'x-plain': 'plain',
     });
@@ -75,6 +76,17 @@ describe('secret references', () => {
     expect(JSON.stringify(shown)).not.toMatch(/tok-123|s3cret/);
     // The config itself is untouched.
     expect(r.config.routes[0]!.requestHeaders!.set!.authorization).toBe('Bearer tok-123');
+  });
+
+  it('a multi-line secret in a header value is an error that does not quote it', () => {
+    const text = CONFIG.replace('secrets/one-line', 'secrets/two-lines');
+    const r = loadConfigText(text, join(dir, 'trellis.yaml'), { env });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => `${e.line} ${e.path}`)).toEqual([
+      '14 routes[0].requestHeaders.set["x-two-lines"]',
+    ]);
+    expect(r.errors[0]!.message).toMatch(/control characters.*reference/);
   });
 
   it('changes the hash when a secret changes', () => {

@@ -285,3 +285,48 @@ it('an endpoint URL from a secret is never quoted back in an error', () => {
   expect(r.errors[0]!.path).toBe('services[0].endpoints[0]');
   expect(JSON.stringify(r.errors)).not.toContain('hunter2');
 });
+
+describe('what the gateway cannot compile, validation refuses', () => {
+  it('a route path with a malformed percent-encoding is an error at that route', () => {
+    const text = [
+      'listeners: [{ name: public, port: 8080 }]',
+      'services: [{ name: s, endpoints: ["http://127.0.0.1:3000"] }]',
+      'routes:',
+      '  - { name: a, backends: [{ service: s }] }',
+      '  - { name: b, match: { path: { exact: /ok } }, backends: [{ service: s }] }',
+      '  - name: c',
+      '    match: { path: { prefix: "/files%" } }',
+      '    backends: [{ service: s }]',
+    ].join('\n');
+    const r = loadConfigText(text, 'bad-path.yaml');
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]!.path).toBe('routes[2].match.path.prefix');
+    expect(r.errors[0]!.line).toBe(7);
+    expect(r.errors[0]!.message).toMatch(/percent-encoding/);
+  });
+
+  it('control characters in header values, content types and hosts are refused', () => {
+    const text = [
+      'listeners: [{ name: public, port: 8080 }]',
+      'services: [{ name: s, endpoints: ["http://127.0.0.1:3000"] }]',
+      'routes:',
+      '  - name: a',
+      '    match: { path: { exact: /a } }',
+      '    directResponse: { status: 200, contentType: "text/plain\\r\\nx-evil: 1" }',
+      '  - name: b',
+      '    backends: [{ service: s }]',
+      '    requestHeaders: { set: { x-a: "one\\ntwo" } }',
+      '    rewrite: { host: "evil\\r\\nx: y" }',
+    ].join('\n');
+    const r = loadConfigText(text, 'crlf.yaml');
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => e.path)).toEqual([
+      'routes[0].directResponse.contentType',
+      'routes[1].requestHeaders.set["x-a"]',
+      'routes[1].rewrite.host',
+    ]);
+  });
+});

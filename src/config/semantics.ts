@@ -6,6 +6,7 @@
 import { statSync } from 'node:fs';
 import { BlockList, isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
+import { compileRouter, RouterCompileError } from '../router/index.js';
 import type { ConfigIssue, PathSegment } from './errors.js';
 import type { Config, RouteConfig } from './schema.js';
 import { didYouMean } from './suggest.js';
@@ -35,6 +36,7 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
   config.routes.forEach((route, i) => {
     checkRoute(route, ['routes', i], serviceNames, listenerNames, add);
   });
+  if (issues.length === 0) checkRouterCompiles(config, add);
   config.services.forEach((service, i) => {
     const seen = new Map<string, number>();
     service.endpoints.forEach((endpoint, j) => {
@@ -328,4 +330,36 @@ function accessLogProblem(output: string, baseDir: string): string | undefined {
 /** The file an `accessLog.output` value names, absolute; `off` and `stdout` unchanged. */
 export function resolveAccessLogOutput(output: string, baseDir: string): string {
   return output === 'off' || output === 'stdout' ? output : resolve(baseDir, output);
+}
+
+/**
+ * The gateway compiles routes with the router; whatever the router refuses must fail validation too, at the
+ * route that caused it, or `validate` would pass a file that `gateway` cannot start with.
+ */
+function checkRouterCompiles(config: Config, add: (path: PathSegment[], message: string) => void): void {
+  try {
+    compileRouter(
+      config.routes.map((r) => ({
+        hosts: r.match.hosts?.map((h) => h.toLowerCase()),
+        path: r.match.path,
+        methods: r.match.methods,
+        headers: r.match.headers,
+        query: r.match.query,
+        value: null,
+      })),
+    );
+  } catch (err) {
+    if (!(err instanceof RouterCompileError)) throw err;
+    const field: PathSegment[] = [];
+    for (const part of err.field.split('.')) {
+      const m = /^([^[\]]+)((?:\[\d+\])*)$/.exec(part);
+      if (!m) {
+        field.push(part);
+        continue;
+      }
+      field.push(m[1]!);
+      for (const idx of m[2]!.matchAll(/\[(\d+)\]/g)) field.push(Number(idx[1]));
+    }
+    add(['routes', err.routeIndex, 'match', ...field], err.detail);
+  }
 }

@@ -158,7 +158,7 @@ export class Exchange implements StageContext, RouterRequest {
         r.then(
           (v) => (v === undefined ? this.#continueStages(i + 1, expectContinue) : this.#reply(v)),
           (err) => this.#fail('internal_error', err),
-        );
+        ).catch((err) => this.failInternal(err));
         return;
       }
       this.#reply(r);
@@ -177,7 +177,7 @@ export class Exchange implements StageContext, RouterRequest {
         r.then(
           (v) => (v === undefined ? this.#continueStages(i + 1, expectContinue) : this.#reply(v)),
           (err) => this.#fail('internal_error', err),
-        );
+        ).catch((err) => this.failInternal(err));
         return;
       }
       this.#reply(r);
@@ -461,9 +461,14 @@ export class Exchange implements StageContext, RouterRequest {
     }
     const res = this.res;
     this.status = r.status;
-    res.setHeader('x-request-id', this.requestId);
+    const headers: string[] = [];
+    for (const name in r.headers) headers.push(name, String(r.headers[name]));
+    headers.push('x-request-id', this.requestId);
+    // The route's response header edits apply to its own replies (direct response, redirect) too.
+    const stages = this.route?.responseStages;
+    if (stages) for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(r.status, headers);
     this.#beforeReply(false);
-    res.writeHead(r.status, r.headers);
+    res.writeHead(r.status, headers);
     res.end(this.method === 'HEAD' ? undefined : r.body);
   }
 
@@ -492,6 +497,16 @@ export class Exchange implements StageContext, RouterRequest {
 
   #fail(code: ErrorCode, err: unknown): void {
     this.#localError(code, (err as Error)?.message);
+  }
+
+  /** Something threw inside the request path: answer 500 if we still can, else cut the response. */
+  failInternal(err: unknown): void {
+    this.#abort?.(err as Error);
+    if (this.res.headersSent) this.res.destroy();
+    else {
+      this.res.removeHeader('x-request-id');
+      this.#localError('internal_error', (err as Error)?.message);
+    }
   }
 
   /** The response closed: finished normally, or the client went away before the end. */

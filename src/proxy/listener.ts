@@ -53,7 +53,13 @@ export class ListenerRuntime {
         sendProblem(res, 'headers_too_large', `more than ${this.#maxHeaderCount} header fields`, undefined);
         return;
       }
-      new Exchange(host, state, req, res).start(expectContinue);
+      const ex = new Exchange(host, state, req, res);
+      try {
+        ex.start(expectContinue);
+      } catch (err) {
+        // A defect must cost one request, never the process.
+        ex.failInternal(err);
+      }
     };
     this.server.on('request', function trellisRequest(req, res) {
       onRequest(req, res, false);

@@ -6,11 +6,14 @@
 export class RouterCompileError extends Error {
   readonly routeIndex: number;
   readonly field: string;
+  /** What is wrong, without the route and field. */
+  readonly detail: string;
 
   constructor(routeIndex: number, field: string, detail: string, options?: { cause?: unknown }) {
     super(`route ${routeIndex}: ${field}: ${detail}`, options);
     this.name = 'RouterCompileError';
     this.routeIndex = routeIndex;
     this.field = field;
+    this.detail = detail;
   }
 }
