@@ -52,6 +52,7 @@ describe('route filters, end to end', () => {
           name: 'health',
           match: { path: { exact: '/healthz' } },
           directResponse: { status: 200, body: 'ok\n' },
+          responseHeaders: { set: { 'cache-control': 'no-store', 'x-frame-options': 'DENY' } },
         },
         {
           name: 'canary',
@@ -127,6 +128,12 @@ describe('route filters, end to end', () => {
     expect(r.status).toBe(200);
     expect(await r.text()).toBe('ok\n');
     expect(r.headers.get('x-request-id')).toBeTruthy();
+    // The route's response header edits apply to its own replies too.
+    expect(r.headers.get('cache-control')).toBe('no-store');
+    expect(r.headers.get('x-frame-options')).toBe('DENY');
+    const head = await fetch(`${gw.url}/healthz`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe('');
   });
 
   test('header and query matches pick their route before the plain one', async () => {
