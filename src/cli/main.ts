@@ -76,9 +76,10 @@ export async function main(argv: string[]): Promise<number> {
     return -1; // keep running
   }
   const [command, ...rest] = argv;
-  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+  if (command === undefined) return fail(HELP.main!);
+  if (command === '-h' || command === '--help' || command === 'help') {
     out(HELP.main!);
-    return command === undefined ? 2 : 0;
+    return 0;
   }
   if (command === '-v' || command === '--version') {
     out(VERSION);

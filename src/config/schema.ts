@@ -22,7 +22,8 @@ export const duration = z
   .transform((v) => {
     if (typeof v === 'number') return v;
     const m = DURATION.exec(v)!;
-    return Math.round(Number(m[1]) * UNIT_MS[m[2]!]!);
+    // Round up: "0.4ms" must not become 0, which turns a timeout off.
+    return Math.ceil(Number(m[1]) * UNIT_MS[m[2]!]!);
   })
   .refine((ms) => ms <= MAX_TIMER_MS, {
     message: `expected a duration of at most ${MAX_TIMER_MS}ms (about 24.8 days, the longest Node.js timer)`,
@@ -66,11 +67,9 @@ const headerName = z
   .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected an HTTP header name (RFC 9110 token)' });
 
 /** RFC 9110 field-value characters: no CR, LF or NUL, which would split or break a header. */
-const headerValue = z
-  .string()
-  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, {
-    message: 'expected a header value without control characters (CR, LF, NUL)',
-  });
+const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, {
+  message: 'expected a header value without control characters (CR, LF, NUL)',
+});
 
 /** A host name or IP literal with an optional port, as in a Host header. */
 const hostValue = z.string().regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::\d{1,5})?$/, {
@@ -102,7 +101,10 @@ export const listenerSchema = z
       ),
     limits: z
       .strictObject({
-        maxHeaderBytes: byteSize.prefault(16 * 1024).describe('Request line plus headers (431 beyond).'),
+        maxHeaderBytes: byteSize
+          .pipe(z.number().min(1024, { message: 'expected at least 1024 bytes' }))
+          .prefault(16 * 1024)
+          .describe('Request line plus headers (431 beyond), at least 1 KiB.'),
         maxHeaderCount: z
           .number()
           .int()
