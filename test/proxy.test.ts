@@ -522,3 +522,105 @@ test('the route timeout covers time queued for a connection: every request to a 
   await gw.close();
   await up.close();
 });
+
+describe('more of what a user would notice', () => {
+  test('from a trusted proxy, X-Forwarded-For and Forwarded are extended, not replaced', async () => {
+    const up = await startUpstream();
+    const gw = await startGateway(
+      simpleConfig(up.url, undefined, {
+        listeners: [{ name: 'public', port: 0, trustedProxies: ['127.0.0.0/8'] }],
+      }),
+    );
+    const r = await request(`${gw.url}/`, {
+      dispatcher: client,
+      headers: {
+        'x-forwarded-for': '203.0.113.7',
+        'x-forwarded-proto': 'https',
+        forwarded: 'for=203.0.113.7',
+      },
+    });
+    const h = (await r.body.json()) as { headers: Record<string, string> };
+    expect(h.headers['x-forwarded-for']).toBe('203.0.113.7, 127.0.0.1');
+    expect(h.headers['x-forwarded-proto']).toBe('https');
+    expect(h.headers.forwarded).toMatch(/^for=203\.0\.113\.7, for=127\.0\.0\.1;host="[^"]+";proto=http$/);
+    await gw.close();
+    await up.close();
+  });
+
+  test('two Host headers are a 400; an absolute-form target routes by its own host', async () => {
+    const up = await startUpstream();
+    const gw = await startGateway(
+      simpleConfig(up.url, [{ name: 'api', match: { hosts: ['api.test'] }, backends: [{ service: 'svc' }] }]),
+    );
+    const two = await rawRequest(
+      gw.port,
+      'GET / HTTP/1.1\r\nHost: api.test\r\nHost: other.test\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(two)).toBe(400);
+    const abs = await rawRequest(
+      gw.port,
+      'GET http://api.test/x?y=1 HTTP/1.1\r\nHost: ignored.test\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(abs)).toBe(200);
+    const seen = JSON.parse(abs.slice(abs.indexOf('\r\n\r\n') + 4));
+    expect(seen.url).toBe('/x?y=1');
+    expect(seen.headers.host).toBe('api.test');
+    await gw.close();
+    await up.close();
+  });
+
+  test('endpoints share the load by weight, and backends split by weight', async () => {
+    const hits = { a: 0, b: 0, c: 0 };
+    const a = await startUpstream((_q, s) => (hits.a++, s.end('a')));
+    const b = await startUpstream((_q, s) => (hits.b++, s.end('b')));
+    const c = await startUpstream((_q, s) => (hits.c++, s.end('c')));
+    const gw = await startGateway({
+      listeners: [{ name: 'public', port: 0 }],
+      admin: { enabled: false },
+      services: [
+        {
+          name: 'ab',
+          endpoints: [
+            { url: a.url, weight: 3 },
+            { url: b.url, weight: 1 },
+          ],
+        },
+        { name: 'c', endpoints: [c.url] },
+      ],
+      routes: [
+        { name: 'rr', match: { path: { prefix: '/rr' } }, backends: [{ service: 'ab' }] },
+        {
+          name: 'split',
+          match: { path: { prefix: '/split' } },
+          backends: [{ service: 'ab', weight: 0 }, { service: 'c' }],
+        },
+      ],
+    });
+    for (let i = 0; i < 40; i++) await (await request(`${gw.url}/rr`, { dispatcher: client })).body.text();
+    // Smooth weighted round robin is exact over a full cycle.
+    expect(hits).toEqual({ a: 30, b: 10, c: 0 });
+    for (let i = 0; i < 10; i++) await (await request(`${gw.url}/split`, { dispatcher: client })).body.text();
+    expect(hits.c).toBe(10);
+    await gw.close();
+    await Promise.all([a.close(), b.close(), c.close()]);
+  });
+
+  test('maxRequestsPerConnection closes a connection after that many requests', async () => {
+    const up = await startUpstream((_q, s) => s.end('ok'));
+    const gw = await startGateway(
+      simpleConfig(up.url, undefined, {
+        listeners: [{ name: 'public', port: 0, limits: { maxRequestsPerConnection: 2 } }],
+      }),
+    );
+    const r = await rawRequest(
+      gw.port,
+      'GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    const statuses = r.match(/HTTP\/1\.1 \d{3}/g);
+    expect(statuses?.[0]).toBe('HTTP/1.1 200');
+    expect(statuses?.[1]).toBe('HTTP/1.1 200');
+    expect(r).toMatch(/connection: close/i);
+    await gw.close();
+    await up.close();
+  });
+});
