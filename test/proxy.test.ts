@@ -571,9 +571,18 @@ describe('more of what a user would notice', () => {
 
   test('endpoints share the load by weight, and backends split by weight', async () => {
     const hits = { a: 0, b: 0, c: 0 };
-    const a = await startUpstream((_q, s) => (hits.a++, s.end('a')));
-    const b = await startUpstream((_q, s) => (hits.b++, s.end('b')));
-    const c = await startUpstream((_q, s) => (hits.c++, s.end('c')));
+    const a = await startUpstream((_q, s) => {
+      hits.a++;
+      s.end('a');
+    });
+    const b = await startUpstream((_q, s) => {
+      hits.b++;
+      s.end('b');
+    });
+    const c = await startUpstream((_q, s) => {
+      hits.c++;
+      s.end('c');
+    });
     const gw = await startGateway({
       listeners: [{ name: 'public', port: 0 }],
       admin: { enabled: false },
