@@ -150,32 +150,22 @@ export class Exchange implements StageContext, RouterRequest {
     }
     // Added before the stages, so that a route's header edits can override or remove them.
     if (route.pickService !== undefined) this.#addForwardingHeaders();
-    const stages = route.stages;
-    for (let i = 0; i < stages.length; i++) {
+    this.#runStages(0, expectContinue);
+  }
+
+  /**
+   * Runs the route's stages from `from` on: synchronously while they answer synchronously; a stage that returns
+   * a promise resumes the run when it settles. Then the upstream, unless a stage answered.
+   */
+  #runStages(from: number, expectContinue: boolean): void {
+    if (this.#done) return;
+    const stages = this.route!.stages;
+    for (let i = from; i < stages.length; i++) {
       const r: StageResult = stages[i]!.onRequest(this);
       if (r === undefined) continue;
       if (r instanceof Promise) {
         r.then(
-          (v) => (v === undefined ? this.#continueStages(i + 1, expectContinue) : this.#reply(v)),
-          (err) => this.#fail('internal_error', err),
-        ).catch((err) => this.failInternal(err));
-        return;
-      }
-      this.#reply(r);
-      return;
-    }
-    this.#forward(expectContinue);
-  }
-
-  #continueStages(from: number, expectContinue: boolean): void {
-    if (this.#done) return;
-    const stages = this.route!.stages;
-    for (let i = from; i < stages.length; i++) {
-      const r = stages[i]!.onRequest(this);
-      if (r === undefined) continue;
-      if (r instanceof Promise) {
-        r.then(
-          (v) => (v === undefined ? this.#continueStages(i + 1, expectContinue) : this.#reply(v)),
+          (v) => (v === undefined ? this.#runStages(i + 1, expectContinue) : this.#reply(v)),
           (err) => this.#fail('internal_error', err),
         ).catch((err) => this.failInternal(err));
         return;
