@@ -67,6 +67,14 @@ export function parseConfigText(text: string, file: string): ParsedText {
     return { ok: false, errors: sortConfigErrors(errors) };
   }
 
+  // YAML 1.1 reads `yes`, `on` and `0777` differently; the config language is YAML 1.2 only.
+  const directive = doc.directives?.yaml;
+  if (directive?.explicit && directive.version !== '1.2') {
+    const at = text.indexOf('%YAML');
+    const message = `only YAML 1.2 is supported, got a %YAML ${directive.version} directive`;
+    return { ok: false, errors: [atOffset({ path: [], message }, at < 0 ? 0 : at)] };
+  }
+
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });

@@ -345,3 +345,16 @@ describe('validateConfig', () => {
     expect(good.ok).toBe(true);
   });
 });
+
+describe('YAML version', () => {
+  it('refuses a %YAML 1.1 directive (yes/no booleans, octals) with its line', () => {
+    const r = loadConfigText(
+      ['%YAML 1.1', '---', 'listeners: [{ name: a, port: 8080 }]'].join('\n'),
+      'v11.yaml',
+    );
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors[0]!.line).toBe(1);
+    expect(r.errors[0]!.message).toMatch(/only YAML 1\.2/);
+  });
+});
