@@ -72,7 +72,7 @@ export function parseConfigText(text: string, file: string): ParsedText {
   if (directive?.explicit && directive.version !== '1.2') {
     const at = text.indexOf('%YAML');
     const message = `only YAML 1.2 is supported, got a %YAML ${directive.version} directive`;
-    return { ok: false, errors: [atOffset({ path: [], message }, at < 0 ? 0 : at)] };
+    return { ok: false, errors: [atOffset({ path: [], message }, Math.max(at, 0))] };
   }
 
   let raw: unknown;
