@@ -31,11 +31,15 @@ export function connectionTokens(value: string): string[] | undefined {
   return out;
 }
 
-/** Removes the named fields from a flat [name, value, ...] list whose names are lower case. */
-export function removeFields(list: string[], names: readonly string[]): void {
+/**
+ * Removes the fields named in `names` (lower case) from a flat [name, value, ...] list, in place. The list's names
+ * are lower case already unless `namesAreLower` is false (response headers keep the upstream's case).
+ */
+export function removeFields(list: string[], names: readonly string[], namesAreLower = true): void {
+  if (names.length === 0) return;
   let w = 0;
   for (let r = 0; r < list.length; r += 2) {
-    if (names.includes(list[r]!)) continue;
+    if (names.includes(namesAreLower ? list[r]! : list[r]!.toLowerCase())) continue;
     list[w] = list[r]!;
     list[w + 1] = list[r + 1]!;
     w += 2;
@@ -65,16 +69,7 @@ export function responseHeaders(raw: readonly Buffer[], requestId: string): stri
   if (!echoedId) out.push('x-request-id', requestId);
   if (connection !== undefined) {
     const tokens = connectionTokens(connection);
-    if (tokens) {
-      let w = 0;
-      for (let r = 0; r < out.length; r += 2) {
-        if (tokens.includes(out[r]!.toLowerCase())) continue;
-        out[w] = out[r]!;
-        out[w + 1] = out[r + 1]!;
-        w += 2;
-      }
-      out.length = w;
-    }
+    if (tokens) removeFields(out, tokens, false);
   }
   return out;
 }

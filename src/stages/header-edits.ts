@@ -1,4 +1,5 @@
 import type { HeaderEditsConfig } from '../config/schema.js';
+import { removeFields } from '../proxy/headers.js';
 import type { RequestStage, ResponseStage, StageContext } from '../proxy/stage.js';
 
 interface CompiledEdits {
@@ -21,20 +22,6 @@ function compileEdits(cfg: HeaderEditsConfig): CompiledEdits | undefined {
   return { drop: [...drop], append };
 }
 
-/** Drops the fields whose lower-cased name is in `drop`, in place. */
-function dropFields(list: string[], drop: readonly string[], namesAreLower: boolean): void {
-  if (drop.length === 0) return;
-  let w = 0;
-  for (let r = 0; r < list.length; r += 2) {
-    const name = namesAreLower ? list[r]! : list[r]!.toLowerCase();
-    if (drop.includes(name)) continue;
-    list[w] = list[r]!;
-    list[w + 1] = list[r + 1]!;
-    w += 2;
-  }
-  list.length = w;
-}
-
 export function requestHeaderStage(cfg: HeaderEditsConfig): RequestStage | undefined {
   const edits = compileEdits(cfg);
   if (!edits) return undefined;
@@ -44,7 +31,7 @@ export function requestHeaderStage(cfg: HeaderEditsConfig): RequestStage | undef
   return {
     name: 'request-headers',
     onRequest: function editRequestHeaders(ctx: StageContext) {
-      dropFields(ctx.upstreamHeaders, drop, true);
+      removeFields(ctx.upstreamHeaders, drop);
       for (let i = 0; i < append.length; i++) ctx.upstreamHeaders.push(append[i]!);
       if (touchesHost) moveHost(ctx);
       return undefined;
@@ -71,7 +58,7 @@ export function responseHeaderStage(cfg: HeaderEditsConfig): ResponseStage | und
   return {
     name: 'response-headers',
     onResponse: function editResponseHeaders(_status: number, headers: string[]) {
-      dropFields(headers, drop, false);
+      removeFields(headers, drop, false);
       for (let i = 0; i < append.length; i++) headers.push(append[i]!);
     },
   };
