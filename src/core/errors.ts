@@ -117,17 +117,5 @@ export const errorCatalog = {
 
 export type ErrorCode = keyof typeof errorCatalog;
 
-/** An error with a stable code from the catalog. */
-export class TrellisError extends Error {
-  readonly code: ErrorCode;
-  readonly status: number;
-  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
-    super(detail ?? errorCatalog[code].title, options);
-    this.name = 'TrellisError';
-    this.code = code;
-    this.status = errorCatalog[code].status;
-  }
-}
-
 /** Problem `type` is this prefix plus the code: a stable URI that names the error without pointing at a host. */
 export const ERROR_TYPE_BASE = 'urn:trellis:error:';

@@ -16,18 +16,6 @@ export type Outcome =
   | 'client_abort' // the client went away first; nobody to answer
   | 'local_reply'; // Trellis answered without an upstream attempt
 
-/** Local-origin failures: the endpoint never produced a response. */
-export function isLocalOriginFailure(o: Outcome): boolean {
-  return (
-    o === 'connect_refused' ||
-    o === 'connect_timeout' ||
-    o === 'connect_failed' ||
-    o === 'reset' ||
-    o === 'timeout' ||
-    o === 'protocol_error'
-  );
-}
-
 interface Classified {
   outcome: Outcome;
   code: ErrorCode;
