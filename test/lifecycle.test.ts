@@ -1,23 +1,12 @@
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startUpstream, type Upstream } from './helpers.js';
-import { type GatewayProcess, spawnGateway } from './process.js';
+import { type GatewayProcess, gatewayYaml, spawnGateway } from './process.js';
 
-const config = (tag: string) => `
-listeners:
-  - name: public
-    port: {{PORT}}
-admin:
-  port: {{ADMIN_PORT}}
-services:
-  - name: svc
-    endpoints: ["{{UPSTREAM}}"]
-routes:
-  - name: all
-    backends: [{ service: svc }]
-    responseHeaders:
+const config = (tag: string) =>
+  gatewayYaml(`    responseHeaders:
       set: { x-config: "${tag}" }
-`;
+`);
 
 const INVALID = `
 listeners:
@@ -161,23 +150,12 @@ describe('SIGTERM drains', () => {
 describe('file watch, admin and secrets', () => {
   test('saving the file reloads; a bad save keeps the old config; /config redacts secrets', async () => {
     const up = await startUpstream((req, res) => res.end(String(req.headers['x-api-key'])));
-    const withSecret = (tag: string) => `
-listeners:
-  - name: public
-    port: {{PORT}}
-admin:
-  port: {{ADMIN_PORT}}
-services:
-  - name: svc
-    endpoints: ["{{UPSTREAM}}"]
-routes:
-  - name: all
-    backends: [{ service: svc }]
-    requestHeaders:
+    const withSecret = (tag: string) =>
+      gatewayYaml(`    requestHeaders:
       set: { x-api-key: "\${env:TEST_API_KEY}" }
     responseHeaders:
       set: { x-config: "${tag}" }
-`;
+`);
     const gw = await spawnGateway(withSecret('one'), {
       workers: 1,
       upstream: up.url,

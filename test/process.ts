@@ -20,6 +20,26 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * The config most process tests start from: one listener, the admin listener, one service at `{{UPSTREAM}}`, and
+ * one catch-all route to it. `routeExtra` is YAML appended to that route (indented 4 spaces).
+ */
+export function gatewayYaml(routeExtra = ''): string {
+  return `
+listeners:
+  - name: public
+    port: {{PORT}}
+admin:
+  port: {{ADMIN_PORT}}
+services:
+  - name: svc
+    endpoints: ["{{UPSTREAM}}"]
+routes:
+  - name: all
+    backends: [{ service: svc }]
+${routeExtra}`;
+}
+
 export interface RunResult {
   code: number | null;
   stdout: string;

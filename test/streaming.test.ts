@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startUpstream, type Upstream } from './helpers.js';
-import { type GatewayProcess, spawnGateway } from './process.js';
+import { type GatewayProcess, gatewayYaml, spawnGateway } from './process.js';
 
 const GiB = 1024 * 1024 * 1024;
 const CHUNK = Buffer.alloc(256 * 1024, 120);
@@ -20,20 +20,7 @@ function rssBytes(pid: number): number {
   return Number(m![1]) * 1024;
 }
 
-const CONFIG = `
-listeners:
-  - name: public
-    port: {{PORT}}
-admin:
-  port: {{ADMIN_PORT}}
-services:
-  - name: svc
-    endpoints: ["{{UPSTREAM}}"]
-routes:
-  - name: all
-    backends: [{ service: svc }]
-    timeouts: { request: 60s }
-`;
+const CONFIG = gatewayYaml('    timeouts: { request: 60s }\n');
 
 /** Writes `total` bytes to a writable, honouring backpressure. */
 function pump(w: NodeJS.WritableStream, total: number, done: () => void): void {
