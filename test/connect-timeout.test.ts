@@ -44,7 +44,7 @@ afterAll(async () => {
 test('upstream_connect_timeout when the endpoint does not complete the handshake in connectTimeout', async () => {
   const t0 = Date.now();
   const r = await fetch(`${gw.url}/x`);
-  const body = await r.json();
+  const body = (await r.json()) as { code: string };
   expect(r.status).toBe(504);
   expect(body.code).toBe('upstream_connect_timeout');
   expect(Date.now() - t0).toBeLessThan(3000);

@@ -45,6 +45,24 @@ export function echo(req: IncomingMessage, res: ServerResponse): void {
   });
 }
 
+/** What the echo upstream answers with. */
+export interface Echoed {
+  method: string;
+  url: string;
+  headers: Record<string, string | undefined>;
+  bytes: number;
+}
+
+/** A problem+json body. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  requestId: string;
+}
+
 export interface TestGateway {
   readonly gateway: Gateway;
   readonly port: number;

@@ -1,7 +1,10 @@
+import { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
+  type Echoed,
   echo,
+  type Problem,
   simpleConfig,
   startGateway,
   startUpstream,
@@ -89,7 +92,7 @@ describe('proxy semantics', () => {
         yield Buffer.alloc(1000, 97);
       }
     }
-    const chunked = await get(`${gw.url}/up`, { method: 'POST', body: gen() });
+    const chunked = await get(`${gw.url}/up`, { method: 'POST', body: Readable.from(gen()) });
     expect(chunked.json().bytes).toBe(10_000);
     expect(chunked.json().headers['transfer-encoding']).toBe('chunked');
     const fixed = await get(`${gw.url}/up`, { method: 'PUT', body: 'x'.repeat(5000) });
@@ -272,7 +275,7 @@ describe('errors are problem+json with stable codes', () => {
     async function* big() {
       for (let i = 0; i < 5; i++) yield Buffer.alloc(50, 98);
     }
-    const b = await problem('/small', { method: 'POST', body: big() });
+    const b = await problem('/small', { method: 'POST', body: Readable.from(big()) });
     expect(b.status).toBe(413);
     const ok = await get(`${gw.url}/small`, { method: 'POST', body: 'x'.repeat(100) });
     expect(ok.status).toBe(200);
@@ -443,7 +446,7 @@ describe('review fixes', () => {
 
   test("a route's header edits override the gateway's forwarding headers, both ways", async () => {
     const r = await fetch(`${gw.url}/edited`);
-    const seen = await r.json();
+    const seen = (await r.json()) as Echoed;
     expect(seen.headers['x-forwarded-proto']).toBe('https');
     expect(seen.headers.via).toBeUndefined();
     expect(r.headers.get('via')).toBeNull();
@@ -514,7 +517,7 @@ test('the route timeout covers time queued for a connection: every request to a 
   const replies = await Promise.all(
     [1, 2, 3].map(async () => {
       const r = await fetch(`${gw.url}/`);
-      return { status: r.status, code: (await r.json()).code };
+      return { status: r.status, code: ((await r.json()) as Problem).code };
     }),
   );
   expect(replies).toEqual(Array(3).fill({ status: 504, code: 'upstream_timeout' }));

@@ -1,6 +1,14 @@
 import { Pool, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { simpleConfig, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.js';
+import {
+  type Echoed,
+  type Problem,
+  simpleConfig,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from './helpers.js';
 
 describe('route filters, end to end', () => {
   let up: Upstream;
@@ -87,29 +95,29 @@ describe('route filters, end to end', () => {
     const r = await fetch(`${gw.url}/api/users?x=1`, {
       headers: { 'x-drop': 'secret', 'x-team': 'spoofed' },
     });
-    const seen = await r.json();
+    const seen = (await r.json()) as Echoed;
     expect(seen.url).toBe('/users?x=1');
     expect(seen.headers['x-team']).toBe('core');
     expect(seen.headers['x-added']).toBe('yes');
     expect(seen.headers['x-drop']).toBeUndefined();
     expect(r.headers.get('x-served-by')).toBe('trellis');
-    const bare = await (await fetch(`${gw.url}/api`)).json();
+    const bare = (await (await fetch(`${gw.url}/api`)).json()) as Echoed;
     expect(bare.url).toBe('/');
   });
 
   test('full path rewrite and host rewrite', async () => {
-    const seen = await (await fetch(`${gw.url}/full?q=2`)).json();
+    const seen = (await (await fetch(`${gw.url}/full?q=2`)).json()) as Echoed;
     expect(seen.url).toBe('/replaced?q=2');
     expect(seen.headers.host).toBe('internal.svc');
   });
 
   test('regex rewrite', async () => {
-    const seen = await (await fetch(`${gw.url}/v2/items/abc`)).json();
+    const seen = (await (await fetch(`${gw.url}/v2/items/abc`)).json()) as Echoed;
     expect(seen.url).toBe('/items/abc?version=2');
   });
 
   test('preserveHost: false sends the endpoint authority', async () => {
-    const seen = await (await fetch(`${gw.url}/upstream-host`)).json();
+    const seen = (await (await fetch(`${gw.url}/upstream-host`)).json()) as Echoed;
     expect(seen.headers.host).toBe(`127.0.0.1:${up.port}`);
     expect(seen.headers['x-forwarded-host']).toBe(`127.0.0.1:${gw.port}`);
   });
@@ -139,7 +147,7 @@ describe('route filters, end to end', () => {
   test('header and query matches pick their route before the plain one', async () => {
     expect(await (await fetch(`${gw.url}/c/1`, { headers: { 'x-canary': 'on' } })).text()).toBe('other /c/1');
     expect(await (await fetch(`${gw.url}/c/1?beta=1`)).text()).toBe('other /c/1?beta=1');
-    expect((await (await fetch(`${gw.url}/c/1`)).json()).url).toBe('/c/1');
+    expect(((await (await fetch(`${gw.url}/c/1`)).json()) as Echoed).url).toBe('/c/1');
   });
 
   test('wildcard hosts', async () => {
@@ -220,7 +228,7 @@ describe('a listener removed by a reload', () => {
     const second = await pool.request({ path: '/', method: 'GET' });
     expect(second.statusCode).toBe(503);
     expect(second.headers.connection).toBe('close');
-    expect((await second.body.json()).code).toBe('service_unavailable');
+    expect(((await second.body.json()) as Problem).code).toBe('service_unavailable');
     await pool.close();
     await expect(fetch(`http://127.0.0.1:${ports.b}/`)).rejects.toThrow();
     expect(await (await fetch(`http://127.0.0.1:${ports.a}/`)).text()).toBe('ok');

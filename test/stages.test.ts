@@ -8,7 +8,7 @@ import type { RequestStage } from '../src/proxy/stage.js';
 import { compileRouter } from '../src/router/index.js';
 import { PoolRegistry } from '../src/upstream/pools.js';
 import { buildService } from '../src/upstream/service.js';
-import { startUpstream, type Upstream } from './helpers.js';
+import { type Problem, startUpstream, type Upstream } from './helpers.js';
 
 // The stage contract, on the real Exchange: sync stages run in order, a promise pauses the run and resumes it,
 // a stage may answer locally (sync or async), and a rejected promise is a 500, never a crash.
@@ -89,7 +89,7 @@ afterAll(async () => {
 test('sync and async stages run in order, then the request goes upstream with their edits', async () => {
   order.length = 0;
   const r = await fetch(`${url}/mixed`);
-  const seen = await r.json();
+  const seen = (await r.json()) as Record<string, string>;
   expect(order).toEqual(['a', 'b:start', 'b:end', 'c']);
   expect(seen['x-a']).toBe('1');
   expect(seen['x-c']).toBe('1');
@@ -99,7 +99,7 @@ test('an async stage that answers stops the run', async () => {
   order.length = 0;
   const r = await fetch(`${url}/answer`);
   expect(r.status).toBe(404);
-  expect((await r.json()).detail).toBe('answered by a stage');
+  expect(((await r.json()) as Problem).detail).toBe('answered by a stage');
   expect(order).toEqual(['d:start', 'd:end']);
 });
 
@@ -107,6 +107,6 @@ test('a stage whose promise rejects is a 500 internal_error', async () => {
   order.length = 0;
   const r = await fetch(`${url}/reject`);
   expect(r.status).toBe(500);
-  expect((await r.json()).code).toBe('internal_error');
+  expect(((await r.json()) as Problem).code).toBe('internal_error');
   expect(order).toEqual(['e:start', 'e:end']);
 });
