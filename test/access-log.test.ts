@@ -36,6 +36,7 @@ test('one JSON line per request with route, service endpoint, status, code, byte
     endpoint: `127.0.0.1:${up.port}`,
     status: 200,
     outcome: 'success',
+    attempts: 1,
     bytesIn: 3,
     bytesOut: 5,
   });
@@ -48,6 +49,7 @@ test('one JSON line per request with route, service endpoint, status, code, byte
     status: 404,
     code: 'route_not_found',
     outcome: 'local_reply',
+    attempts: 0,
   });
   await up.close();
 });

@@ -596,6 +596,7 @@ describe('more of what a user would notice', () => {
             { url: a.url, weight: 3 },
             { url: b.url, weight: 1 },
           ],
+          loadBalancer: { type: 'round-robin' },
         },
         { name: 'c', endpoints: [c.url] },
       ],

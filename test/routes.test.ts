@@ -173,7 +173,11 @@ describe('reload in process', () => {
     );
     const after = gw.gateway.snapshot!;
     expect(after.version).toBeGreaterThan(before.version);
-    expect([...after.pools][0]).toBe([...before.pools][0]);
+    // The service config did not change: the same service object (its pool, health and ejection state) serves.
+    expect(after.services.get('svc')).toBe(before.services.get('svc'));
+    expect(after.services.get('svc')!.endpoints[0]!.pool).toBe(
+      before.services.get('svc')!.endpoints[0]!.pool,
+    );
     const r = await fetch(gw.url);
     expect(r.headers.get('x-v')).toBe('2');
     await gw.close();

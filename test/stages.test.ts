@@ -6,8 +6,7 @@ import { configSchema } from '../src/config/schema.js';
 import { Exchange, type ExchangeHost } from '../src/proxy/exchange.js';
 import type { RequestStage } from '../src/proxy/stage.js';
 import { compileRouter } from '../src/router/index.js';
-import { PoolRegistry } from '../src/upstream/pools.js';
-import { buildService } from '../src/upstream/service.js';
+import { UpstreamRegistry } from '../src/upstream/registry.js';
 import { type Problem, startUpstream, type Upstream } from './helpers.js';
 
 // The stage contract, on the real Exchange: sync stages run in order, a promise pauses the run and resumes it,
@@ -16,7 +15,7 @@ import { type Problem, startUpstream, type Upstream } from './helpers.js';
 let up: Upstream;
 let server: Server;
 let url = '';
-const pools = new PoolRegistry();
+const upstreams = new UpstreamRegistry();
 const order: string[] = [];
 
 const syncStage = (name: string): RequestStage => ({
@@ -46,7 +45,7 @@ beforeAll(async () => {
     listeners: [{ name: 'l', port: 0 }],
     services: [{ name: 's', endpoints: [up.url] }],
   });
-  const service = buildService(config.services[0]!, pools);
+  const service = upstreams.service(config.services[0]!, '');
   const route = (path: string, stages: RequestStage[]): CompiledRoute => ({
     name: path.slice(1),
     source: 'test',
@@ -57,6 +56,20 @@ beforeAll(async () => {
     upstreamIdleTimeout: 5000,
     maxBodyBytes: Number.POSITIVE_INFINITY,
     preserveHost: true,
+    retry: {
+      attempts: 1,
+      on: 0,
+      statusCodes: new Set(),
+      perTryTimeout: 0,
+      backoffBase: 25,
+      backoffMax: 250,
+      nonIdempotent: false,
+      replayBuffer: 65_536,
+      attemptsHeader: false,
+    },
+    mirror: undefined,
+    fault: undefined,
+    buffersBody: false,
   });
   const router = compileRouter([
     {
@@ -82,7 +95,7 @@ beforeAll(async () => {
 afterAll(async () => {
   server.close();
   server.closeAllConnections();
-  await pools.closeAll();
+  await upstreams.closeAll();
   await up.close();
 });
 

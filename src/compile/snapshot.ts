@@ -1,14 +1,75 @@
 import { createHash } from 'node:crypto';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
-import type { Pool } from 'undici';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
 import type { RequestStage, ResponseStage } from '../proxy/stage.js';
 import { compileRouter, type RouteMatchSpec, type Router, RouterCompileError } from '../router/index.js';
 import { requestHeaderStage, responseHeaderStage } from '../stages/header-edits.js';
 import { directResponseStage, redirectStage } from '../stages/local-replies.js';
 import { rewriteStage } from '../stages/rewrite.js';
-import type { PoolRegistry } from '../upstream/pools.js';
-import { buildService, type UpstreamService } from '../upstream/service.js';
+import type { UpstreamRegistry } from '../upstream/registry.js';
+import type { UpstreamService } from '../upstream/service.js';
+
+/** Retry conditions as bits, tested once per failed attempt. */
+export const RetryOn = {
+  connectFailure: 1,
+  refusedStream: 2,
+  reset: 4,
+  timeout: 8,
+  gatewayError: 16,
+  status5xx: 32,
+  statusCodes: 64,
+  grpcCancelled: 128,
+  grpcDeadlineExceeded: 256,
+  grpcInternal: 512,
+  grpcResourceExhausted: 1024,
+  grpcUnavailable: 2048,
+} as const;
+
+const RETRY_BITS: Record<string, number> = {
+  'connect-failure': RetryOn.connectFailure,
+  'refused-stream': RetryOn.refusedStream,
+  reset: RetryOn.reset,
+  timeout: RetryOn.timeout,
+  'gateway-error': RetryOn.gatewayError,
+  '5xx': RetryOn.status5xx,
+  'retriable-status-codes': RetryOn.statusCodes,
+  cancelled: RetryOn.grpcCancelled,
+  'deadline-exceeded': RetryOn.grpcDeadlineExceeded,
+  internal: RetryOn.grpcInternal,
+  'resource-exhausted': RetryOn.grpcResourceExhausted,
+  unavailable: RetryOn.grpcUnavailable,
+};
+
+export interface RetryPolicy {
+  /** Most attempts, the first included. */
+  readonly attempts: number;
+  /** RetryOn bits. */
+  readonly on: number;
+  readonly statusCodes: ReadonlySet<number>;
+  /** 0: none. */
+  readonly perTryTimeout: number;
+  readonly backoffBase: number;
+  readonly backoffMax: number;
+  readonly nonIdempotent: boolean;
+  readonly replayBuffer: number;
+  readonly attemptsHeader: boolean;
+}
+
+export interface MirrorPolicy {
+  readonly service: UpstreamService;
+  /** 0..1 */
+  readonly fraction: number;
+}
+
+export interface FaultPolicy {
+  readonly delayMs: number;
+  readonly delayFraction: number;
+  /** 0: no abort. */
+  readonly abortStatus: number;
+  readonly abortFraction: number;
+  /** Honour x-trellis-fault-delay / x-trellis-fault-abort request headers. */
+  readonly headers: boolean;
+}
 
 /** A route ready to serve: only the stages it uses, its upstream resolved, nothing looked up by name. */
 export interface CompiledRoute {
@@ -25,6 +86,14 @@ export interface CompiledRoute {
   /** Infinity when the route sets no limit. */
   readonly maxBodyBytes: number;
   readonly preserveHost: boolean;
+  readonly retry: RetryPolicy;
+  readonly mirror: MirrorPolicy | undefined;
+  readonly fault: FaultPolicy | undefined;
+  /**
+   * Bodies are buffered (up to `retry.replayBuffer`) when a retry or a mirror may need them again; a retry
+   * after a failed connect resends a streamed body that was not read yet.
+   */
+  readonly buffersBody: boolean;
 }
 
 export interface ListenerState {
@@ -41,9 +110,8 @@ export interface Snapshot {
   readonly hash: string;
   readonly config: Config;
   readonly listeners: ReadonlyMap<string, ListenerState>;
+  /** Services by name: the registry stops the others after the swap. */
   readonly services: ReadonlyMap<string, UpstreamService>;
-  /** Pools this snapshot uses: the registry closes the others after the swap. */
-  readonly pools: ReadonlySet<Pool>;
   /** `Via` pseudonym, '' for none. */
   readonly via: string;
 }
@@ -59,16 +127,11 @@ export function configHash(config: Config): string {
 export function compileSnapshot(
   config: Config,
   version: number,
-  pools: PoolRegistry,
+  upstreams: UpstreamRegistry,
   hash?: string,
 ): Snapshot {
   const services = new Map<string, UpstreamService>();
-  const usedPools = new Set<Pool>();
-  for (const s of config.services) {
-    const svc = buildService(s, pools);
-    services.set(s.name, svc);
-    for (const e of svc.endpoints) usedPools.add(e.pool);
-  }
+  for (const s of config.services) services.set(s.name, upstreams.service(s, config.gateway.zone));
 
   const listeners = new Map<string, ListenerState>();
   for (const l of config.listeners) {
@@ -114,7 +177,6 @@ export function compileSnapshot(
     config,
     listeners,
     services,
-    pools: usedPools,
     via: config.gateway.via,
   });
 }
@@ -134,6 +196,14 @@ function compileRoute(
     push(rewriteStage(r.rewrite, r.match.path ? matchPrefix : '/'));
     if (r.requestHeaders) push(requestHeaderStage(r.requestHeaders));
   }
+  const retry = retryPolicy(r);
+  let mirror: MirrorPolicy | undefined;
+  if (r.mirror) {
+    const svc = services.get(r.mirror.service);
+    if (!svc) throw new Error(`route ${r.name}: unknown mirror service ${r.mirror.service}`);
+    mirror = Object.freeze({ service: svc, fraction: r.mirror.percent / 100 });
+  }
+  const fault = r.fault ? faultPolicy(r.fault) : undefined;
   const responseStages: ResponseStage[] = [];
   if (r.responseHeaders) {
     const s = responseHeaderStage(r.responseHeaders);
@@ -149,6 +219,40 @@ function compileRoute(
     upstreamIdleTimeout: r.timeouts.upstreamIdle,
     maxBodyBytes: r.limits.maxBodyBytes ?? Number.POSITIVE_INFINITY,
     preserveHost: r.preserveHost,
+    retry,
+    mirror,
+    fault,
+    // Retries on connect failure or a refused stream need no copy: nothing of the body was sent.
+    buffersBody:
+      mirror !== undefined ||
+      (retry.attempts > 1 && (retry.on & ~(RetryOn.connectFailure | RetryOn.refusedStream)) !== 0),
+  });
+}
+
+function retryPolicy(r: RouteConfig): RetryPolicy {
+  const rt = r.retries;
+  let on = 0;
+  for (const c of rt.on) on |= RETRY_BITS[c] ?? 0;
+  return Object.freeze({
+    attempts: rt.attempts,
+    on,
+    statusCodes: new Set(rt.statusCodes),
+    perTryTimeout: rt.perTryTimeout,
+    backoffBase: rt.backoff.base,
+    backoffMax: rt.backoff.max,
+    nonIdempotent: rt.nonIdempotent,
+    replayBuffer: rt.replayBuffer,
+    attemptsHeader: rt.attemptsHeader,
+  });
+}
+
+function faultPolicy(f: NonNullable<RouteConfig['fault']>): FaultPolicy {
+  return Object.freeze({
+    delayMs: f.delay?.duration ?? 0,
+    delayFraction: (f.delay?.percent ?? 0) / 100,
+    abortStatus: f.abort?.status ?? 0,
+    abortFraction: (f.abort?.percent ?? 0) / 100,
+    headers: f.headers,
   });
 }
 

@@ -85,6 +85,8 @@ const httpMethod = z
   .string()
   .regex(/^[A-Z]+$/, { message: 'expected an upper-case HTTP method such as GET or POST' });
 
+const percent = z.number().min(0).max(100);
+
 // ---------- listeners ----------
 
 export const listenerSchema = z
@@ -252,6 +254,88 @@ const backend = z.strictObject({
     .describe("Share of the route's traffic, relative to the other backends; 0 sends none."),
 });
 
+const retryOn = z.enum([
+  'connect-failure',
+  'refused-stream',
+  'reset',
+  'timeout',
+  'gateway-error',
+  '5xx',
+  'retriable-status-codes',
+  'cancelled',
+  'deadline-exceeded',
+  'internal',
+  'resource-exhausted',
+  'unavailable',
+]);
+
+const retries = z
+  .strictObject({
+    attempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(10)
+      .default(2)
+      .describe('Most attempts per request, the first included; 1: no retries.'),
+    on: z
+      .array(retryOn)
+      .default(['connect-failure', 'refused-stream'])
+      .describe(
+        'When to retry. connect-failure and refused-stream (nothing was sent) retry any method; the others only idempotent methods unless `nonIdempotent`. cancelled … unavailable are gRPC status codes.',
+      ),
+    statusCodes: z
+      .array(z.number().int().min(100).max(599))
+      .default([])
+      .describe('Statuses retried with `retriable-status-codes`.'),
+    perTryTimeout: duration.prefault(0).describe('Time for one attempt to get response headers; 0: none.'),
+    backoff: z
+      .strictObject({
+        base: duration.prefault(25).describe('First backoff ceiling; doubles per retry (full jitter).'),
+        max: duration.prefault(250).describe('Largest backoff ceiling.'),
+      })
+      .prefault({}),
+    nonIdempotent: z
+      .boolean()
+      .default(false)
+      .describe('Also retry POST, PATCH and others on every condition.'),
+    replayBuffer: byteSize
+      .prefault(65_536)
+      .describe('Request bodies up to this size are kept for a retry; larger ones are not retried.'),
+    attemptsHeader: z.boolean().default(false).describe('Add `x-trellis-attempts: N` to the response.'),
+  })
+  .describe('Retries, capped by the service retry budget; each retry prefers another endpoint.');
+
+const mirror = z
+  .strictObject({
+    service: name.describe('The shadow service.'),
+    percent: percent.default(100).describe('Share of requests copied.'),
+  })
+  .describe('Copies requests to a shadow service, fire and forget: its replies and failures are ignored.');
+
+const fault = z
+  .strictObject({
+    delay: z
+      .strictObject({
+        duration: duration.describe('Added before the request goes upstream.'),
+        percent: percent.default(100),
+      })
+      .optional(),
+    abort: z
+      .strictObject({
+        status: z.number().int().min(400).max(599).describe('Status of the injected reply.'),
+        percent: percent.default(100),
+      })
+      .optional(),
+    headers: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Let requests ask for faults with `x-trellis-fault-delay: <ms>` and `x-trellis-fault-abort: <status>` (for chaos tests; never on a public route).',
+      ),
+  })
+  .describe('Fault injection for chaos tests: delays and aborts for a share of requests.');
+
 export const routeSchema = z
   .strictObject({
     name,
@@ -278,6 +362,9 @@ export const routeSchema = z
         upstreamIdle: duration.prefault(60_000).describe('Longest silence while a response body streams.'),
       })
       .prefault({}),
+    retries: retries.prefault({}),
+    mirror: mirror.optional(),
+    fault: fault.optional(),
     limits: z
       .strictObject({
         maxBodyBytes: byteSize.optional().describe('Largest request body (413 beyond). Absent: no limit.'),
@@ -299,13 +386,190 @@ const endpoint = z.union([
       .max(1_000_000)
       .default(1)
       .describe('Relative share of the service traffic.'),
+    zone: z
+      .string()
+      .max(63)
+      .default('')
+      .describe('Zone of this endpoint; endpoints in `gateway.zone` are preferred within a priority.'),
+    priority: z
+      .number()
+      .int()
+      .min(0)
+      .max(9)
+      .default(0)
+      .describe('Priority group, 0 first; traffic fails over to the next group when too few are available.'),
   }),
 ]);
+
+const hashOn = z
+  .strictObject({
+    header: headerName.optional().describe('Hash this request header.'),
+    cookie: z.string().min(1).optional().describe('Hash this cookie.'),
+    query: z.string().min(1).optional().describe('Hash this query parameter.'),
+    clientIp: z.boolean().optional().describe('Hash the client address (after trusted proxies).'),
+  })
+  .describe('The key of a consistent-hash balancer: exactly one of header, cookie, query, clientIp.');
+
+const loadBalancer = z
+  .strictObject({
+    type: z
+      .enum(['p2c-ewma', 'least-request', 'round-robin', 'random', 'ring-hash', 'maglev'])
+      .default('p2c-ewma')
+      .describe(
+        'p2c-ewma: two random endpoints, the one with the lower latency × load wins (Linkerd, Finagle). ring-hash and maglev need `hashOn`.',
+      ),
+    hashOn: hashOn.optional(),
+    panicThreshold: percent
+      .default(50)
+      .describe('Below this % of available endpoints, balance over all of them, ignoring health.'),
+  })
+  .describe('How an endpoint is chosen for each attempt.');
+
+const dnsDiscovery = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?$/, { message: 'expected a DNS name' })
+      .describe('The DNS name to resolve.'),
+    port: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe('Port of every address; absent: SRV records give targets and ports.'),
+    family: z.enum(['any', 'ipv4', 'ipv6']).default('any').describe('Which address records to use.'),
+    servers: z
+      .array(z.string())
+      .optional()
+      .describe('DNS servers (`ip` or `ip:port`); absent: the system resolvers.'),
+    minRefresh: duration.prefault(1_000).describe('Shortest time between resolutions, whatever the TTL.'),
+    maxRefresh: duration.prefault(300_000).describe('Longest time between resolutions, whatever the TTL.'),
+    zone: z.string().max(63).default('').describe('Zone of the discovered endpoints.'),
+  })
+  .describe("Endpoints from DNS, refreshed by the records' TTL. The Host sent upstream is `name:port`.");
+
+const statusRange = z.union([
+  z.number().int().min(100).max(599),
+  z.string().regex(/^[1-5]\d\d-[1-5]\d\d$/, {
+    message: 'expected a status such as 200 or a range such as "200-399"',
+  }),
+]);
+
+const healthCheck = z
+  .strictObject({
+    type: z
+      .enum(['http', 'tcp', 'grpc'])
+      .default('http')
+      .describe('http: a request; tcp: a connect; grpc: grpc.health.v1.'),
+    path: pathValue.default('/healthz').describe('http: the path to request.'),
+    method: z.enum(['GET', 'HEAD']).default('GET').describe('http: the method.'),
+    expectedStatuses: z
+      .array(statusRange)
+      .min(1)
+      .default(['200-399'])
+      .describe('http: statuses that count as healthy.'),
+    bodyContains: z.string().optional().describe('http: the body must contain this text (first 64 KiB).'),
+    host: hostValue.optional().describe('http: the Host header; absent: the endpoint host.'),
+    grpcService: z.string().default('').describe('grpc: the service name to ask about; "" is the server.'),
+    interval: duration.prefault(5_000).describe('Time between checks of one endpoint (± jitter).'),
+    jitter: z.number().min(0).max(1).default(0.1).describe('Random spread of the interval, as a fraction.'),
+    timeout: duration.prefault(2_000).describe('A check that takes longer fails.'),
+    healthyThreshold: z.number().int().min(1).max(100).default(2).describe('Successes in a row to return.'),
+    unhealthyThreshold: z.number().int().min(1).max(100).default(3).describe('Failures in a row to leave.'),
+  })
+  .describe('Active health checks. Endpoints start healthy, so a fresh gateway serves at once.');
+
+const outlierDetection = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Passive outlier detection is on unless disabled.'),
+    consecutive5xx: z
+      .number()
+      .int()
+      .min(0)
+      .default(5)
+      .describe('Eject after this many 5xx or gateway failures in a row; 0: off.'),
+    consecutiveGatewayFailure: z
+      .number()
+      .int()
+      .min(0)
+      .default(5)
+      .describe('Eject after this many connect failures, resets or timeouts in a row; 0: off.'),
+    successRate: z
+      .strictObject({
+        minimumHosts: z.number().int().min(2).default(5),
+        requestVolume: z.number().int().min(1).default(100),
+        stdevFactor: z.number().positive().default(1.9),
+      })
+      .optional()
+      .describe('Eject endpoints whose success rate is this many standard deviations below the mean.'),
+    interval: duration.prefault(10_000).describe('Period of success-rate analysis and ejection decay.'),
+    baseEjectionTime: duration.prefault(30_000).describe('First ejection; the n-th lasts n times as long.'),
+    maxEjectionTime: duration.prefault(300_000).describe('Longest ejection.'),
+    maxEjectionPercent: percent
+      .default(10)
+      .describe('Most endpoints ejected at once, in %; one endpoint can always be ejected.'),
+  })
+  .describe('Passive outlier detection: endpoints that fail are taken out for a while.');
+
+const circuitBreaker = z
+  .strictObject({
+    maxRequests: z.number().int().min(1).default(1024).describe('Requests in flight to the service.'),
+    maxPending: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024)
+      .describe('Requests waiting for an upstream connection.'),
+    maxRetries: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024)
+      .describe('Retries in flight (the retry budget is the main control).'),
+    errorRate: z
+      .strictObject({
+        failureRatio: z.number().gt(0).max(1).default(0.5).describe('Open at this share of failed requests.'),
+        minimumRequests: z
+          .number()
+          .int()
+          .min(1)
+          .default(20)
+          .describe('Requests in the window before it can open.'),
+        window: duration.prefault(10_000).describe('Rolling window of the failure ratio.'),
+        openFor: duration
+          .prefault(5_000)
+          .describe('Time open before half-open probes; doubles on each re-open.'),
+        maxOpenFor: duration.prefault(60_000).describe('Longest time open.'),
+        halfOpenProbes: z.number().int().min(1).default(3).describe('Probes that must succeed to close.'),
+      })
+      .optional()
+      .describe('An error-rate breaker (503 circuit_open while open). Off unless set.'),
+  })
+  .describe('Limits that answer 503 overloaded instead of queueing without end.');
+
+const retryBudget = z
+  .strictObject({
+    ratio: z.number().min(0).max(10).default(0.2).describe('Retries allowed per request, over the window.'),
+    minPerSecond: z.number().min(0).default(10).describe('Retries always allowed per second.'),
+    ttl: duration.prefault(10_000).describe('Window over which requests and retries are counted.'),
+  })
+  .describe('Caps retries to this service so that an outage never becomes a retry storm. Always on.');
 
 export const serviceSchema = z
   .strictObject({
     name,
-    endpoints: z.array(endpoint).min(1).describe('Upstream endpoints as `http://host:port` URLs.'),
+    endpoints: z
+      .array(endpoint)
+      .min(1)
+      .optional()
+      .describe('Upstream endpoints as `http://host:port` URLs. One of `endpoints` and `dns` is required.'),
+    dns: dnsDiscovery.optional(),
+    loadBalancer: loadBalancer.prefault({}),
+    healthCheck: healthCheck.optional(),
+    outlierDetection: outlierDetection.prefault({}),
+    circuitBreaker: circuitBreaker.prefault({}),
+    retryBudget: retryBudget.prefault({}),
     connectTimeout: duration
       .prefault(5_000)
       .describe('Time to establish a TCP connection to an endpoint (504 upstream_connect_timeout).'),
@@ -354,6 +618,11 @@ export const gatewaySchema = z
       })
       .default('trellis')
       .describe('Pseudonym in the Via header; empty string: no Via header.'),
+    zone: z
+      .string()
+      .max(63)
+      .default('')
+      .describe("This gateway's zone: endpoints in it are preferred (locality-aware balancing)."),
   })
   .describe('Process-wide settings.');
 

@@ -330,3 +330,76 @@ describe('what the gateway cannot compile, validation refuses', () => {
     ]);
   });
 });
+
+describe('upstream resilience settings', () => {
+  it('needs exactly one endpoint source, and a hash key exactly for hashing balancers', () => {
+    expect(
+      errors([
+        ...LISTENER,
+        'services:',
+        '  - { name: a }',
+        '  - { name: b, endpoints: ["http://127.0.0.1:1"], dns: { name: b.internal, port: 80 } }',
+        '  - { name: c, endpoints: ["http://127.0.0.1:2"], loadBalancer: { type: maglev } }',
+        '  - { name: d, endpoints: ["http://127.0.0.1:3"], loadBalancer: { hashOn: { header: x-user } } }',
+        '  - name: e',
+        '    endpoints: ["http://127.0.0.1:4"]',
+        '    loadBalancer: { type: ring-hash, hashOn: { header: x-user, clientIp: true } }',
+      ]),
+    ).toEqual([
+      '4:5 services[0]: expected `endpoints` or `dns`: a service needs somewhere to send requests',
+      '5:56 services[1].dns: expected `endpoints` or `dns`, not both',
+      '6:65 services[2].loadBalancer.hashOn: expected exactly one of header, cookie, query or clientIp: maglev hashes a request key',
+      '7:75 services[3].loadBalancer.hashOn: hashOn needs type ring-hash or maglev, not p2c-ewma',
+      '10:46 services[4].loadBalancer.hashOn: expected exactly one of header, cookie, query or clientIp: ring-hash hashes a request key',
+    ]);
+  });
+
+  it('checks retry, mirror and health check settings that only make sense together', () => {
+    expect(
+      errors([
+        ...LISTENER,
+        'services:',
+        '  - name: demo',
+        '    endpoints: ["http://127.0.0.1:3000"]',
+        '    healthCheck: { type: tcp, bodyContains: ok, expectedStatuses: ["300-200"] }',
+        'routes:',
+        '  - name: r',
+        '    backends: [{ service: demo }]',
+        '    retries: { on: [retriable-status-codes], backoff: { base: 1s, max: 10ms } }',
+        '    mirror: { service: dmeo }',
+      ]),
+    ).toEqual([
+      '6:45 services[0].healthCheck.bodyContains: bodyContains applies to http checks, not tcp',
+      '6:68 services[0].healthCheck.expectedStatuses[0]: range 300-200 is empty: 300 > 200',
+      '10:14 routes[0].retries.statusCodes: retriable-status-codes is in `on` but no statusCodes are listed',
+      '10:63 routes[0].retries.backoff.base: expected base ≤ max',
+      '11:24 routes[0].mirror.service: unknown service "dmeo" (did you mean "demo"?)',
+    ]);
+  });
+
+  it('accepts a service that uses every mechanism', () => {
+    expect(
+      loads([
+        ...LISTENER,
+        'gateway: { zone: eu-1a }',
+        'services:',
+        '  - name: demo',
+        '    endpoints:',
+        '      - { url: "http://127.0.0.1:3000", zone: eu-1a, weight: 2 }',
+        '      - { url: "http://127.0.0.1:3001", zone: eu-1b, priority: 1 }',
+        '    loadBalancer: { type: maglev, hashOn: { cookie: session } }',
+        '    healthCheck: { path: /healthz, expectedStatuses: [200, "204-299"], interval: 2s }',
+        '    outlierDetection: { consecutive5xx: 3, successRate: {} }',
+        '    circuitBreaker: { maxRequests: 100, errorRate: { failureRatio: 0.3 } }',
+        '    retryBudget: { ratio: 0.1 }',
+        '  - { name: shadow, dns: { name: shadow.internal, port: 8080, servers: ["127.0.0.1:5353"] } }',
+        'routes:',
+        '  - name: r',
+        '    backends: [{ service: demo }]',
+        '    retries: { attempts: 3, on: [5xx, reset], perTryTimeout: 1s }',
+        '    mirror: { service: shadow, percent: 5 }',
+        '    fault: { delay: { duration: 100ms, percent: 1 } }',
+      ]),
+    ).toBe(true);
+  });
+});

@@ -8,7 +8,7 @@ import { BlockList, isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { compileRouter, RouterCompileError } from '../router/index.js';
 import type { ConfigIssue, PathSegment } from './errors.js';
-import type { Config, RouteConfig } from './schema.js';
+import type { Config, RouteConfig, ServiceConfig } from './schema.js';
 import { didYouMean } from './suggest.js';
 
 export interface SemanticsOptions {
@@ -37,9 +37,13 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
     checkRoute(route, ['routes', i], serviceNames, listenerNames, add);
   });
   if (issues.length === 0) checkRouterCompiles(config, add);
+  config.routes.forEach((route, i) => {
+    checkResilience(route, ['routes', i], serviceNames, add);
+  });
   config.services.forEach((service, i) => {
+    checkServiceUpstream(service, ['services', i], add);
     const seen = new Map<string, number>();
-    service.endpoints.forEach((endpoint, j) => {
+    (service.endpoints ?? []).forEach((endpoint, j) => {
       const path: PathSegment[] =
         typeof endpoint === 'string'
           ? ['services', i, 'endpoints', j]
@@ -66,6 +70,72 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
 }
 
 type Add = (path: PathSegment[], message: string, key?: boolean) => void;
+
+/** Endpoint source, balancer key and health check settings that only make sense together. */
+function checkServiceUpstream(s: ServiceConfig, at: PathSegment[], add: Add): void {
+  if (s.endpoints === undefined && s.dns === undefined)
+    add(at, 'expected `endpoints` or `dns`: a service needs somewhere to send requests');
+  else if (s.endpoints !== undefined && s.dns !== undefined)
+    add([...at, 'dns'], 'expected `endpoints` or `dns`, not both');
+  const lb = s.loadBalancer;
+  const hashed = lb.type === 'ring-hash' || lb.type === 'maglev';
+  const keys = lb.hashOn ? Object.values(lb.hashOn).filter((v) => v !== undefined && v !== false).length : 0;
+  if (hashed && keys !== 1)
+    add(
+      [...at, 'loadBalancer', 'hashOn'],
+      `expected exactly one of header, cookie, query or clientIp: ${lb.type} hashes a request key`,
+    );
+  else if (!hashed && lb.hashOn !== undefined)
+    add([...at, 'loadBalancer', 'hashOn'], `hashOn needs type ring-hash or maglev, not ${lb.type}`);
+  s.dns?.servers?.forEach((server, j) => {
+    if (!dnsServerValid(server))
+      add([...at, 'dns', 'servers', j], `expected an IP address with an optional port, got "${server}"`);
+  });
+  s.healthCheck?.expectedStatuses.forEach((r, j) => {
+    if (typeof r === 'string') {
+      const [lo, hi] = r.split('-').map(Number) as [number, number];
+      if (lo > hi) add([...at, 'healthCheck', 'expectedStatuses', j], `range ${r} is empty: ${lo} > ${hi}`);
+    }
+  });
+  const hc = s.healthCheck;
+  if (hc !== undefined && hc.type !== 'http') {
+    for (const k of ['bodyContains', 'host'] as const)
+      if (hc[k] !== undefined) add([...at, 'healthCheck', k], `${k} applies to http checks, not ${hc.type}`);
+  }
+  const er = s.circuitBreaker.errorRate;
+  if (er !== undefined && er.openFor > er.maxOpenFor)
+    add([...at, 'circuitBreaker', 'errorRate', 'openFor'], 'expected openFor ≤ maxOpenFor');
+  const od = s.outlierDetection;
+  if (od.baseEjectionTime > od.maxEjectionTime)
+    add([...at, 'outlierDetection', 'baseEjectionTime'], 'expected baseEjectionTime ≤ maxEjectionTime');
+}
+
+function dnsServerValid(server: string): boolean {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(server) ?? /^([^:]+):(\d+)$/.exec(server);
+  const host = m ? m[1]! : server;
+  const port = m ? Number(m[2]) : 53;
+  return isIP(host) !== 0 && port >= 1 && port <= 65535;
+}
+
+/** Retries, mirror and fault settings of a route. */
+function checkResilience(r: RouteConfig, at: PathSegment[], services: string[], add: Add): void {
+  const rt = r.retries;
+  if (rt.on.includes('retriable-status-codes') && rt.statusCodes.length === 0)
+    add([...at, 'retries', 'statusCodes'], 'retriable-status-codes is in `on` but no statusCodes are listed');
+  if (rt.statusCodes.length > 0 && !rt.on.includes('retriable-status-codes'))
+    add([...at, 'retries', 'on'], 'statusCodes are listed but `on` lacks retriable-status-codes');
+  if (rt.backoff.base > rt.backoff.max) add([...at, 'retries', 'backoff', 'base'], 'expected base ≤ max');
+  if (r.mirror !== undefined && !services.includes(r.mirror.service)) {
+    const hint =
+      services.length === 0 ? ' (no services are defined)' : didYouMean(r.mirror.service, services);
+    add([...at, 'mirror', 'service'], `unknown service "${r.mirror.service}"${hint}`);
+  }
+  if ((r.mirror || r.fault) && (r.redirect || r.directResponse))
+    add(
+      [...at, r.mirror ? 'mirror' : 'fault'],
+      'a route that answers locally has no upstream to mirror or fault',
+    );
+}
 
 function uniqueNames(kind: string, key: string, items: readonly { name: string }[], add: Add): void {
   const first = new Map<string, number>();

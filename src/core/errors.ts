@@ -91,13 +91,49 @@ export const errorCatalog = {
     status: 504,
     title: 'Upstream did not answer in time',
     description:
-      "The endpoint did not answer within the route's `timeouts.request` (total route timeout) or went idle longer than `timeouts.upstreamIdle`.",
+      "No endpoint answered within the route's `timeouts.request`: the total time for the request, every retry and backoff included.",
     grpc: 4,
+  },
+  upstream_per_try_timeout: {
+    status: 504,
+    title: 'Upstream attempt timed out',
+    description:
+      "An attempt got no response headers within the route's `retries.perTryTimeout`, and no retry was left (attempts, retry budget or total timeout) to try another endpoint.",
+    grpc: 4,
+  },
+  upstream_idle_timeout: {
+    status: 504,
+    title: 'Upstream went idle',
+    description:
+      "The response body went silent for longer than the route's `timeouts.upstreamIdle`. The response had started, so the client sees it cut short; this code appears in the access log.",
+    grpc: 4,
+  },
+  overloaded: {
+    status: 503,
+    title: 'Service overloaded',
+    description:
+      'A service limit in `circuitBreaker` (maxRequests, maxPending or maxRetries) was reached, so Trellis refused the request at once instead of queueing it. The detail names the limit. Raise the limit or add capacity.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  circuit_open: {
+    status: 503,
+    title: 'Circuit open',
+    description:
+      "The service's error-rate breaker (`circuitBreaker.errorRate`) is open after too many failures, so requests fail fast until half-open probes succeed. `Retry-After` says when it will next try.",
+    grpc: 14,
+  },
+  fault_injected: {
+    status: 503,
+    title: 'Fault injected',
+    description:
+      "The route's `fault.abort` (or an `x-trellis-fault-abort` header on a route with `fault.headers`) answered this request on purpose, for a chaos test. The reply has the configured status.",
+    grpc: 14,
   },
   no_healthy_upstream: {
     status: 503,
     title: 'No healthy upstream',
-    description: 'The service has no endpoint that can take the request (none configured, or all unhealthy).',
+    description:
+      'The service has no endpoint that can take the request: none configured, or DNS discovery has not resolved any address yet.',
     grpc: 14,
   },
   service_unavailable: {

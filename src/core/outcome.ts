@@ -26,6 +26,7 @@ const CONNECT_TIMEOUT: Classified = { outcome: 'connect_timeout', code: 'upstrea
 const CONNECT_FAILED: Classified = { outcome: 'connect_failed', code: 'upstream_connect_failed' };
 const RESET: Classified = { outcome: 'reset', code: 'upstream_reset' };
 const TIMEOUT: Classified = { outcome: 'timeout', code: 'upstream_timeout' };
+const IDLE: Classified = { outcome: 'timeout', code: 'upstream_idle_timeout' };
 const PROTOCOL: Classified = { outcome: 'protocol_error', code: 'upstream_protocol_error' };
 const INTERNAL: Classified = { outcome: 'reset', code: 'internal_error' };
 
@@ -45,8 +46,9 @@ export function classifyUpstreamError(err: unknown): Classified {
     case 'EADDRNOTAVAIL':
       return CONNECT_FAILED;
     case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_BODY_TIMEOUT':
       return TIMEOUT;
+    case 'UND_ERR_BODY_TIMEOUT':
+      return IDLE;
     case 'UND_ERR_SOCKET':
     case 'ECONNRESET':
     case 'EPIPE':

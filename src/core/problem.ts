@@ -6,12 +6,13 @@ export function problemBody(
   code: ErrorCode,
   detail: string | undefined,
   requestId: string | undefined,
+  status?: number,
 ): string {
   const spec = errorCatalog[code];
   return JSON.stringify({
     type: ERROR_TYPE_BASE + code,
     title: spec.title,
-    status: spec.status,
+    status: status ?? spec.status,
     detail: detail ?? spec.title,
     code,
     requestId,
@@ -28,8 +29,9 @@ export function sendProblem(
   detail: string | undefined,
   requestId: string | undefined,
   extraHeaders?: Record<string, string>,
+  status?: number,
 ): void {
-  const body = problemBody(code, detail, requestId);
+  const body = problemBody(code, detail, requestId, status);
   const headers: Record<string, string | number> = {
     'content-type': 'application/problem+json',
     'content-length': Buffer.byteLength(body),
@@ -38,7 +40,7 @@ export function sendProblem(
   };
   if (requestId) headers['x-request-id'] = requestId;
   if (extraHeaders) Object.assign(headers, extraHeaders);
-  res.writeHead(errorCatalog[code].status, headers);
+  res.writeHead(status ?? errorCatalog[code].status, headers);
   res.end(res.req?.method === 'HEAD' ? undefined : body);
 }
 

@@ -55,6 +55,8 @@ export async function createAccessLog(
         status: ex.res.headersSent ? ex.res.statusCode : ex.status,
         code: ex.errorCode,
         outcome: ex.outcome,
+        attempts: ex.attempts,
+        retryBudgetExhausted: ex.retryBudgetExhausted || undefined,
         bytesIn: ex.bytesIn,
         bytesOut: ex.bytesOut,
         durationMs: round(end - ex.startedAt),

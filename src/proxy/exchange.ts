@@ -1,15 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { CompiledRoute, ListenerState } from '../compile/snapshot.js';
+import {
+  type CompiledRoute,
+  type FaultPolicy,
+  type ListenerState,
+  type MirrorPolicy,
+  RetryOn,
+  type RetryPolicy,
+} from '../compile/snapshot.js';
 import type { ErrorCode } from '../core/errors.js';
 import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
 import { sendProblem } from '../core/problem.js';
 import { normalizePath, type RouterRequest } from '../router/index.js';
-import type { Endpoint, UpstreamService } from '../upstream/service.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import type { UpstreamService } from '../upstream/service.js';
 import {
   connectionTokens,
   forwardedNode,
@@ -95,7 +103,24 @@ export class Exchange implements StageContext, RouterRequest {
   upstreamStartedAt = 0;
   upstreamEndedAt = 0;
 
-  #abort: ((err?: Error) => void) | undefined = undefined;
+  /** Attempts sent upstream so far. */
+  attempts = 0;
+  /** A retry was refused because the service's retry budget was spent. */
+  retryBudgetExhausted = false;
+  /** The current upstream attempt. */
+  #attempt: Attempt | undefined = undefined;
+  /** The request body kept for a retry or mirror (EMPTY: no body); undefined when it streams. */
+  #replay: Buffer | undefined = undefined;
+  #stream: Transform | undefined = undefined;
+  /** Index of the Host value in upstreamHeaders, set by the first attempt. */
+  #hostIndex = -1;
+  #retryTimer: NodeJS.Timeout | undefined = undefined;
+  #pendingRetry = false;
+  /** Counted in the service's admission (maxRequests) until #finishUpstream. */
+  #admitted = false;
+  /** The breaker admitted this request and waits for its result. */
+  #circuitProbe = false;
+  #faulted = false;
   #done = false;
   /** The route timeout: from dispatch (queueing for a connection included) to the response headers. */
   #timer: NodeJS.Timeout | undefined = undefined;
@@ -301,52 +326,252 @@ export class Exchange implements StageContext, RouterRequest {
     out.push('x-request-id', this.requestId);
   }
 
+  // ---- upstream: admission, body, attempts, retries ----
+
   #forward(expectContinue: boolean): void {
     const route = this.route!;
-    const service = route.pickService?.();
-    const endpoint = service?.balancer.pick();
-    if (endpoint === undefined) {
-      this.#localError(
-        'no_healthy_upstream',
-        service ? `service ${service.name} has no endpoint` : undefined,
-      );
+    const fault = route.fault;
+    if (fault !== undefined && !this.#faulted) {
+      this.#faulted = true;
+      if (this.#injectFault(fault, expectContinue)) return;
+    }
+    const service = route.pickService!();
+    this.service = service;
+    const limit = service.admission.tryRequest();
+    if (limit !== undefined) {
+      this.#localError('overloaded', `service ${service.name}: ${limitDetail(service, limit)}`);
       return;
     }
-    this.service = service;
-    this.endpoint = endpoint;
-    const out = this.upstreamHeaders;
-    // An HTTP/1.0 client may send no Host: the endpoint's authority stands in.
-    const clientHost = route.preserveHost && this.hostHeader !== '' ? this.hostHeader : endpoint.authority;
-    out.push('host', this.upstreamHost ?? clientHost);
-
-    let body: Transform | null = null;
-    if (this.#bodyLength > 0 || this.#bodyLength === -2) {
-      body = new BodyMeter(this, route.maxBodyBytes);
-      this.req.pipe(body);
+    this.#admitted = true;
+    const circuit = service.circuit;
+    if (circuit !== undefined && !circuit.allow()) {
+      this.#localError('circuit_open', `service ${service.name}: too many recent failures`, {
+        'retry-after': String(Math.max(1, Math.ceil(circuit.retryAfterMs() / 1000))),
+      });
+      return;
     }
+    this.#circuitProbe = circuit !== undefined;
+    service.budget.deposit();
     if (expectContinue) this.res.writeContinue();
+    const hasBody = this.#bodyLength > 0 || this.#bodyLength === -2;
+    if (!hasBody) this.#replay = EMPTY;
+    else if (route.buffersBody && this.#bodyLength <= route.retry.replayBuffer) {
+      // Small enough to keep: read it all first, so that a retry or a mirror can send it again.
+      this.#bufferBody(route.retry.replayBuffer);
+      return;
+    } else {
+      this.#stream = new BodyMeter(this, route.maxBodyBytes);
+      this.req.pipe(this.#stream);
+    }
+    this.#begin();
+  }
+
+  /** Fault injection: true when the request was answered (abort) or deferred (delay). */
+  #injectFault(f: FaultPolicy, expectContinue: boolean): boolean {
+    let abort = 0;
+    let delay = 0;
+    if (f.headers) {
+      const a = Number(this.req.headers['x-trellis-fault-abort']);
+      if (Number.isInteger(a) && a >= 400 && a <= 599) abort = a;
+      const d = Number(this.req.headers['x-trellis-fault-delay']);
+      if (Number.isInteger(d) && d > 0) delay = Math.min(d, this.route!.requestTimeout || d);
+    }
+    if (abort === 0 && f.abortStatus !== 0 && Math.random() < f.abortFraction) abort = f.abortStatus;
+    if (abort !== 0) {
+      this.#localError('fault_injected', `fault injected by route ${this.route!.name}`, undefined, abort);
+      return true;
+    }
+    if (delay === 0 && f.delayMs > 0 && Math.random() < f.delayFraction) delay = f.delayMs;
+    if (delay === 0) return false;
+    setTimeout(() => {
+      if (!this.#done) this.#forward(expectContinue);
+    }, delay);
+    return true;
+  }
+
+  /** Reads a body of at most `keep` bytes into memory; a longer one streams on without replay. */
+  #bufferBody(keep: number): void {
+    const req = this.req;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const limit = this.route!.maxBodyBytes;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        this.#localError('body_too_large', `body exceeds ${limit} bytes`);
+        return;
+      }
+      chunks.push(chunk);
+      if (size > keep) {
+        // Too long to replay: stream what was read and the rest.
+        cleanup();
+        req.pause();
+        req.unshift(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        this.#stream = new BodyMeter(this, limit);
+        req.pipe(this.#stream);
+        req.resume();
+        this.#begin();
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      this.#replay = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      this.bytesIn = size;
+      this.#begin();
+    };
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+  }
+
+  /** The body is ready (buffered, streaming or none): mirror, start the route timer, send the first attempt. */
+  #begin(): void {
+    if (this.#done || this.res.headersSent) return;
+    const route = this.route!;
+    if (route.mirror !== undefined && this.#replay !== undefined) this.#sendMirror(route.mirror);
     if (this.timed) this.upstreamStartedAt = performance.now();
     if (route.requestTimeout > 0) this.#timer = setTimeout(onRouteTimeout, route.requestTimeout, this);
-    endpoint.pool.dispatch(
+    this.#dispatch();
+  }
+
+  /** One attempt on an endpoint the balancer picks (another than the last one that failed, if it can). */
+  #dispatch(): void {
+    this.#retryTimer = undefined;
+    const isRetry = this.#pendingRetry;
+    this.#pendingRetry = false;
+    if (this.#done || this.#timedOut) {
+      if (isRetry) this.service!.admission.endRetry();
+      return;
+    }
+    const svc = this.service!;
+    const route = this.route!;
+    const hash = svc.hashOf === undefined ? 0 : svc.hashOf(this);
+    const ep = svc.pick(hash, this.endpoint);
+    if (ep === undefined) {
+      if (isRetry) this.service!.admission.endRetry();
+      this.#finishUpstream();
+      this.#localError('no_healthy_upstream', `service ${svc.name} has no endpoint`);
+      return;
+    }
+    const queued = ep.active >= svc.endpointCapacity;
+    if (queued && svc.admission.tryPending() !== undefined) {
+      if (isRetry) this.service!.admission.endRetry();
+      this.#finishUpstream();
+      this.#localError('overloaded', `service ${svc.name}: ${limitDetail(svc, 'pending')}`);
+      return;
+    }
+    this.endpoint = ep;
+    ep.active++;
+    const a = new Attempt(this, ep, queued, isRetry);
+    this.#attempt = a;
+    this.attempts++;
+    if (svc.observesLatency) a.sentAt = performance.now();
+    const out = this.upstreamHeaders;
+    // An HTTP/1.0 client may send no Host: the endpoint's authority stands in.
+    const host =
+      this.upstreamHost ?? (route.preserveHost && this.hostHeader !== '' ? this.hostHeader : ep.authority);
+    if (this.#hostIndex === -1) {
+      this.#hostIndex = out.length + 1;
+      out.push('host', host);
+    } else out[this.#hostIndex] = host;
+    const perTry = route.retry.perTryTimeout;
+    if (perTry > 0) a.timer = setTimeout(onPerTryTimeout, perTry, a);
+    ep.pool.dispatch(
       {
         path: this.upstreamPath,
         method: this.method,
         headers: out,
-        body,
-        // The route timer covers the wait for headers, time in the pool's queue included.
+        body: this.#replay === EMPTY ? null : (this.#replay ?? this.#stream),
+        // The route and per-try timers cover the wait for headers, time in the pool's queue included.
         headersTimeout: 0,
         bodyTimeout: route.upstreamIdleTimeout,
       },
-      this as unknown as Dispatcher.DispatchHandler,
+      // undici's legacy handler callbacks (onConnect … onBodySent), which its types no longer describe.
+      a as unknown as Dispatcher.DispatchHandler,
     );
   }
 
-  // ---- undici handler ----
+  /** Copies the request to the mirror service; its reply and failures are ignored. */
+  #sendMirror(m: MirrorPolicy): void {
+    if (m.fraction < 1 && Math.random() >= m.fraction) return;
+    const svc = m.service;
+    const ep = svc.pick(0, undefined);
+    if (ep === undefined || ep.active >= svc.endpointCapacity) return;
+    const headers = this.upstreamHeaders.slice();
+    const host = this.upstreamHost ?? (this.hostHeader !== '' ? this.hostHeader : ep.authority);
+    headers.push('host', shadowHost(host));
+    ep.active++;
+    ep.pool.dispatch(
+      {
+        path: this.upstreamPath,
+        method: this.method,
+        headers,
+        body: this.#replay === EMPTY ? null : this.#replay!,
+        headersTimeout: this.route!.requestTimeout,
+        bodyTimeout: this.route!.upstreamIdleTimeout,
+      },
+      new MirrorHandler(ep) as unknown as Dispatcher.DispatchHandler,
+    );
+  }
 
-  onConnect(abort: (err?: Error) => void): void {
-    this.#abort = abort;
-    if (this.#done) abort(new Error('client closed the connection'));
-    else if (this.#timedOut) abort(new Error('route timeout while queued'));
+  /**
+   * An attempt ended without a usable response (error, per-try timeout, or a status worth retrying): retry it
+   * on another endpoint when the route, the method, the body and the budget allow; true when a retry is coming.
+   */
+  #retryAfter(condition: number, nothingSent: boolean): boolean {
+    const route = this.route!;
+    const rp = route.retry;
+    if (this.attempts >= rp.attempts || (rp.on & condition) === 0) return false;
+    if (this.#done || this.#timedOut || this.res.headersSent) return false;
+    // A streamed body can go again only when none of it was read (a failed connect reads nothing).
+    if (this.#replay === undefined && !(nothingSent && this.bytesIn === 0 && !this.#stream!.readableDidRead))
+      return false;
+    // Nothing was sent on a failed connect: any method may go again. Otherwise only idempotent ones.
+    if (!nothingSent && !rp.nonIdempotent && !IDEMPOTENT.has(this.method)) return false;
+    const svc = this.service!;
+    if (!svc.budget.tryWithdraw()) {
+      this.retryBudgetExhausted = true;
+      return false;
+    }
+    if (svc.admission.tryRetry() !== undefined) return false;
+    this.#pendingRetry = true;
+    const n = this.attempts; // retries so far + 1
+    const ceiling = Math.min(rp.backoffMax, rp.backoffBase * 2 ** (n - 1));
+    const wait = Math.floor(Math.random() * ceiling);
+    this.#retryTimer = setTimeout(onRetry, wait, this);
+    return true;
+  }
+
+  retryNow(): void {
+    this.#dispatch();
+  }
+
+  // ---- attempt callbacks (undici handler, per attempt) ----
+
+  attemptConnect(a: Attempt, abort: (err?: Error) => void): void {
+    a.abort = abort;
+    if (a.queued) {
+      a.queued = false;
+      this.service!.admission.endPending();
+    }
+    if (a.abandoned || this.#done || this.#timedOut) abort(new Error('attempt abandoned'));
+  }
+
+  /** The per-try timeout fired before response headers. */
+  perTryTimedOut(a: Attempt): void {
+    a.timer = undefined;
+    if (a.ended || a !== this.#attempt) return;
+    a.timedOut = true;
+    if (a.abort) a.abort(new Error('per-try timeout'));
+    else {
+      // Still queued for a connection: give up on it (it is dropped when it gets one) and move on.
+      a.abandoned = true;
+      this.attemptError(a, new Error('per-try timeout'));
+    }
   }
 
   /** The route timeout fired before the response headers. */
@@ -354,20 +579,33 @@ export class Exchange implements StageContext, RouterRequest {
     this.#timer = undefined;
     if (this.#done || this.res.headersSent) return;
     this.#timedOut = true;
+    clearTimeout(this.#retryTimer);
     this.outcome = 'timeout';
     if (this.timed) this.upstreamEndedAt = performance.now();
     const ms = this.route!.requestTimeout;
+    const a = this.#attempt;
     // Answer now, whether the request is on a connection or still queued for one; then drop the attempt.
     this.#localError(
       'upstream_timeout',
-      `${this.endpoint?.authority ?? 'upstream'}: no response in ${ms} ms`,
+      `${this.endpoint?.authority ?? 'upstream'}: no response in ${ms} ms${this.attempts > 1 ? ` (${this.attempts} attempts)` : ''}`,
     );
-    this.#abort?.(new Error('route timeout'));
+    if (a !== undefined && !a.ended) {
+      this.#endAttempt(a, 'timeout');
+      if (a.abort) a.abort(new Error('route timeout'));
+      else a.abandoned = true;
+    }
+    this.#finishUpstream();
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+  attemptHeaders(
+    a: Attempt,
+    statusCode: number,
+    rawHeaders: Buffer[],
+    resume: () => void,
+    statusText: string,
+  ): boolean {
     const res = this.res;
-    if (this.#done || this.#timedOut) return false;
+    if (a.ended || a !== this.#attempt || this.#done || this.#timedOut) return false;
     if (statusCode < 200) {
       // Informational: 103 Early Hints goes on to the client; others (102) are not forwarded.
       if (statusCode === 103) {
@@ -376,21 +614,39 @@ export class Exchange implements StageContext, RouterRequest {
       }
       return true;
     }
+    clearTimeout(a.timer);
+    const svc = this.service!;
+    if (svc.observesLatency) {
+      const now = performance.now();
+      svc.observe(a.ep, now - a.sentAt, now, false);
+    }
+    const rp = this.route!.retry;
+    if (this.attempts < rp.attempts && rp.on !== 0) {
+      const cond = statusCondition(statusCode, rp, rawHeaders);
+      if (cond !== 0 && this.#retryAfter(cond, false)) {
+        // Read and drop this response (keeping its connection) while the retry goes out.
+        a.discard = true;
+        a.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
+        return true;
+      }
+    }
     clearTimeout(this.#timer);
     const headers = responseHeaders(rawHeaders, this.requestId);
     if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
+    if (rp.attemptsHeader) headers.push('x-trellis-attempts', String(this.attempts));
     // After the gateway's own fields, so that a route can remove or replace them.
     const stages = this.route!.responseStages;
     for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
     this.#beforeReply(false);
     this.status = statusCode;
     this.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
+    a.outcome = this.outcome;
     try {
       if (statusText) res.writeHead(statusCode, statusText, headers);
       else res.writeHead(statusCode, headers);
     } catch (err) {
       // A field Node refuses to write (invalid characters): treat as a protocol error of the upstream.
-      this.#abort?.(
+      a.abort?.(
         Object.assign(new Error(`invalid response header: ${(err as Error).message}`), {
           code: 'HPE_INVALID_HEADER_TOKEN',
         }),
@@ -406,40 +662,90 @@ export class Exchange implements StageContext, RouterRequest {
     return this.res.write(chunk);
   }
 
-  onComplete(trailers: Array<Buffer | string> | null): void {
+  /** Request body bytes sent upstream, counted here only when the body streams (a buffered one is counted once). */
+  onBodySent(chunk: Buffer | string): void {
+    if (this.#replay === undefined) this.bytesIn += chunk.length;
+  }
+
+  attemptComplete(a: Attempt, trailers: Array<Buffer | string> | null): void {
+    this.#endAttempt(a, a.outcome);
+    if (a.discard) return;
+    this.#finishUpstream();
     if (this.timed) this.upstreamEndedAt = performance.now();
     if (trailers && trailers.length > 0 && this.res.chunkedEncoding)
       this.res.addTrailers(trailerObject(trailers));
     this.res.end();
   }
 
-  onError(err: Error): void {
-    clearTimeout(this.#timer);
-    if (this.#timedOut) return; // already answered 504
-    if (this.timed) this.upstreamEndedAt = performance.now();
-    if (this.#done && !this.res.headersSent) {
+  attemptError(a: Attempt, err: Error): void {
+    clearTimeout(a.timer);
+    if (a.ended) return;
+    const c = a.timedOut ? PER_TRY_TIMEOUT : classifyUpstreamError(err);
+    const svc = this.service!;
+    if (!a.discard && !this.res.headersSent && svc.observesLatency && c.outcome !== 'client_abort') {
+      const now = performance.now();
+      svc.observe(a.ep, now - a.sentAt, now, true);
+    }
+    const clientGone = this.#done && !this.res.headersSent;
+    this.#endAttempt(a, clientGone ? 'client_abort' : c.outcome);
+    if (a.discard || a !== this.#attempt || this.#timedOut) return;
+    if (clientGone) {
       this.outcome = 'client_abort';
+      this.#finishUpstream();
       return;
     }
-    const te = err as Error & { trellisCode?: ErrorCode };
-    const c = classifyUpstreamError(err);
     if (this.res.headersSent) {
       // Too late for an error reply: cut the response so the client sees it is incomplete.
       this.outcome = this.#done ? 'client_abort' : c.outcome;
       this.errorCode = c.code;
+      this.#finishUpstream();
       this.res.destroy();
       return;
     }
+    const te = err as Error & { trellisCode?: ErrorCode };
     if (te.trellisCode !== undefined) {
+      this.#finishUpstream();
       this.#localError(te.trellisCode, err.message);
       return;
     }
+    if (this.#retryAfter(errorCondition(c.outcome), isConnectFailure(c.outcome))) return;
+    if (this.timed) this.upstreamEndedAt = performance.now();
     this.outcome = c.outcome;
-    this.#localError(c.code, `${this.endpoint?.authority ?? 'upstream'}: ${err.message}`);
+    this.#finishUpstream();
+    const tries = this.attempts > 1 ? ` (attempt ${this.attempts} of ${this.route!.retry.attempts})` : '';
+    const what = a.timedOut ? `no response in ${this.route!.retry.perTryTimeout} ms` : err.message;
+    this.#localError(c.code, `${a.ep.authority}: ${what}${tries}`);
   }
 
-  onBodySent(chunk: Buffer | string): void {
-    this.bytesIn += chunk.length;
+  /** One attempt is over: endpoint load, outlier detection, retry accounting. Idempotent. */
+  #endAttempt(a: Attempt, outcome: Outcome): void {
+    if (a.ended) return;
+    a.ended = true;
+    clearTimeout(a.timer);
+    a.ep.active--;
+    if (a.queued) {
+      a.queued = false;
+      this.service!.admission.endPending();
+    }
+    if (a.isRetry) {
+      a.isRetry = false;
+      this.service!.admission.endRetry();
+    }
+    if (outcome !== 'client_abort') this.service!.recordAttempt(a.ep, outcome);
+  }
+
+  /** The request is done with its service: admission and breaker get their one result. */
+  #finishUpstream(): void {
+    if (!this.#admitted) return;
+    this.#admitted = false;
+    const svc = this.service!;
+    svc.admission.endRequest();
+    if (this.#circuitProbe) {
+      this.#circuitProbe = false;
+      const o = this.outcome;
+      // Every admitted request reports back, aborted ones too: a half-open probe slot is freed by it.
+      svc.circuit!.record(o);
+    }
   }
 
   // ---- replies and the end ----
@@ -462,14 +768,14 @@ export class Exchange implements StageContext, RouterRequest {
     res.end(this.method === 'HEAD' ? undefined : r.body);
   }
 
-  #localError(code: ErrorCode, detail?: string, headers?: Record<string, string>): void {
+  #localError(code: ErrorCode, detail?: string, headers?: Record<string, string>, status?: number): void {
     const res = this.res;
     if (res.headersSent || res.destroyed) return;
     this.errorCode = code;
     if (this.requestId === '') this.requestId = randomUUID();
     this.status = 0;
     this.#beforeReply(code === 'body_too_large' || code === 'bad_request');
-    sendProblem(res, code, detail, this.requestId, headers);
+    sendProblem(res, code, detail, this.requestId, headers, status);
     this.status = res.statusCode;
   }
 
@@ -491,7 +797,7 @@ export class Exchange implements StageContext, RouterRequest {
 
   /** Something threw inside the request path: answer 500 if we still can, else cut the response. */
   failInternal(err: unknown): void {
-    this.#abort?.(err as Error);
+    this.#attempt?.abort?.(err as Error);
     if (this.res.headersSent) this.res.destroy();
     else {
       this.res.removeHeader('x-request-id');
@@ -503,11 +809,42 @@ export class Exchange implements StageContext, RouterRequest {
   clientClosed(): void {
     this.#done = true;
     clearTimeout(this.#timer);
-    if (!this.res.writableFinished) {
-      this.#abort?.(new Error('client closed the connection'));
-      if (this.outcome === 'success' || this.outcome === 'local_reply') this.outcome = 'client_abort';
+    if (this.#retryTimer !== undefined) {
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = undefined;
+      if (this.#pendingRetry) {
+        this.#pendingRetry = false;
+        this.service!.admission.endRetry();
+      }
     }
+    if (!this.res.writableFinished) {
+      if (this.outcome === 'success' || this.outcome === 'local_reply') this.outcome = 'client_abort';
+      const a = this.#attempt;
+      if (a !== undefined && !a.ended) {
+        if (a.abort) a.abort(new Error('client closed the connection'));
+        else {
+          a.abandoned = true;
+          this.#endAttempt(a, 'client_abort');
+        }
+      }
+    }
+    this.#finishUpstream();
     this.gw.onFinish?.(this);
+  }
+
+  /** The client's address: the peer, or through trusted proxies the nearest untrusted X-Forwarded-For hop. */
+  clientAddress(): string {
+    const peer = peerOf(this.req.socket as TaggedSocket, this.listener);
+    if (!peer.trusted || this.#xff === undefined) return peer.address;
+    const hops = this.#xff.split(',');
+    const trusted = this.listener.trusted!;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i]!.trim();
+      const family = hop.includes(':') ? 'ipv6' : 'ipv4';
+      if (!isIP(hop)) return peer.address;
+      if (i === 0 || !trusted.check(hop, family)) return hop;
+    }
+    return peer.address;
   }
 }
 
@@ -516,6 +853,175 @@ type ResWithExchange = ServerResponse & { [kExchange]?: Exchange };
 
 function onRouteTimeout(ex: Exchange): void {
   ex.routeTimedOut();
+}
+
+function onRetry(ex: Exchange): void {
+  ex.retryNow();
+}
+
+function onPerTryTimeout(a: Attempt): void {
+  a.ex.perTryTimedOut(a);
+}
+
+/** No body (EMPTY) versus a buffered empty body are the same to the upstream: nothing to send. */
+const EMPTY = Buffer.alloc(0);
+
+/** RFC 9110 §9.2.2: methods a retry cannot make worse. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+const PER_TRY_TIMEOUT = { outcome: 'timeout', code: 'upstream_per_try_timeout' } as const;
+
+const GRPC_BITS =
+  RetryOn.grpcCancelled |
+  RetryOn.grpcDeadlineExceeded |
+  RetryOn.grpcInternal |
+  RetryOn.grpcResourceExhausted |
+  RetryOn.grpcUnavailable;
+
+/** Retry conditions a response meets (0: none). gRPC codes count only in a trailers-only reply. */
+function statusCondition(status: number, rp: RetryPolicy, raw: Buffer[]): number {
+  let c = 0;
+  if (status >= 500) {
+    c |= RetryOn.status5xx;
+    if (status >= 502 && status <= 504) c |= RetryOn.gatewayError;
+  }
+  if (rp.statusCodes.size > 0 && rp.statusCodes.has(status)) c |= RetryOn.statusCodes;
+  if ((rp.on & GRPC_BITS) !== 0 && status === 200) {
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i]!.length === 11 && raw[i]!.toString('latin1').toLowerCase() === 'grpc-status') {
+        switch (raw[i + 1]!.toString('latin1')) {
+          case '1':
+            c |= RetryOn.grpcCancelled;
+            break;
+          case '4':
+            c |= RetryOn.grpcDeadlineExceeded;
+            break;
+          case '8':
+            c |= RetryOn.grpcResourceExhausted;
+            break;
+          case '13':
+            c |= RetryOn.grpcInternal;
+            break;
+          case '14':
+            c |= RetryOn.grpcUnavailable;
+            break;
+        }
+      }
+    }
+  }
+  return c;
+}
+
+/** Retry conditions a failed attempt meets. `5xx` and `gateway-error` include failures to connect (as Envoy). */
+function errorCondition(o: Outcome): number {
+  switch (o) {
+    case 'connect_refused':
+    case 'connect_timeout':
+    case 'connect_failed':
+      return RetryOn.connectFailure | RetryOn.gatewayError | RetryOn.status5xx;
+    case 'reset':
+      return RetryOn.reset | RetryOn.gatewayError | RetryOn.status5xx;
+    case 'timeout':
+      return RetryOn.timeout | RetryOn.gatewayError | RetryOn.status5xx;
+    case 'protocol_error':
+      return RetryOn.gatewayError | RetryOn.status5xx;
+    default:
+      return 0;
+  }
+}
+
+function isConnectFailure(o: Outcome): boolean {
+  return o === 'connect_refused' || o === 'connect_timeout' || o === 'connect_failed';
+}
+
+function limitDetail(svc: UpstreamService, limit: 'requests' | 'pending' | 'retries'): string {
+  const cb = svc.config.circuitBreaker;
+  if (limit === 'requests') return `maxRequests (${cb.maxRequests}) requests in flight`;
+  if (limit === 'pending') return `maxPending (${cb.maxPending}) requests waiting for a connection`;
+  return `maxRetries (${cb.maxRetries}) retries in flight`;
+}
+
+/** `api.example.com:8080` → `api.example.com-shadow:8080`, as Envoy marks mirrored requests. */
+function shadowHost(host: string): string {
+  const colon = host.lastIndexOf(':');
+  if (colon > 0 && host.indexOf(']') < colon && /^\d+$/.test(host.slice(colon + 1)))
+    return `${host.slice(0, colon)}-shadow${host.slice(colon)}`;
+  return `${host}-shadow`;
+}
+
+/**
+ * The undici handler of one upstream attempt. A small object per attempt, so that callbacks of an attempt the
+ * exchange gave up on (timed out, retried) can never touch the attempt that replaced it.
+ */
+class Attempt {
+  readonly ex: Exchange;
+  readonly ep: Endpoint;
+  /** Waiting in the pool's queue (counted as pending) until it gets a connection. */
+  queued: boolean;
+  /** Counted in the service's active retries. */
+  isRetry: boolean;
+  abort: ((err?: Error) => void) | undefined = undefined;
+  timer: NodeJS.Timeout | undefined = undefined;
+  sentAt = 0;
+  ended = false;
+  timedOut = false;
+  /** The exchange gave up on it before it had a connection: abort it when it gets one. */
+  abandoned = false;
+  /** A response the exchange retries instead of forwarding: read and dropped. */
+  discard = false;
+  outcome: Outcome = 'success';
+
+  constructor(ex: Exchange, ep: Endpoint, queued: boolean, isRetry: boolean) {
+    this.ex = ex;
+    this.ep = ep;
+    this.queued = queued;
+    this.isRetry = isRetry;
+  }
+  onConnect(abort: (err?: Error) => void): void {
+    this.ex.attemptConnect(this, abort);
+  }
+  onHeaders(status: number, raw: Buffer[], resume: () => void, text: string): boolean {
+    return this.ex.attemptHeaders(this, status, raw, resume, text);
+  }
+  onData(chunk: Buffer): boolean {
+    return this.discard || this.ended ? true : this.ex.onData(chunk);
+  }
+  onComplete(trailers: Array<Buffer | string> | null): void {
+    this.ex.attemptComplete(this, trailers);
+  }
+  onError(err: Error): void {
+    this.ex.attemptError(this, err);
+  }
+  onBodySent(chunk: Buffer | string): void {
+    if (!this.discard) this.ex.onBodySent(chunk);
+  }
+}
+
+/** Handler of a mirrored request: reads and drops the reply, never affects the real request. */
+class MirrorHandler {
+  readonly #ep: Endpoint;
+  #done = false;
+  constructor(ep: Endpoint) {
+    this.#ep = ep;
+  }
+  onConnect(): void {}
+  onHeaders(): boolean {
+    return true;
+  }
+  onData(): boolean {
+    return true;
+  }
+  onComplete(): void {
+    this.#end();
+  }
+  onError(): void {
+    this.#end();
+  }
+  #end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#ep.active--;
+  }
 }
 
 /** One function for every response's 'close' (no closure per request). */

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { compileSnapshot, type Snapshot } from '../compile/snapshot.js';
 import type { Config } from '../config/schema.js';
 import { type AccessLog, createAccessLog } from '../observability/access-log.js';
-import { PoolRegistry } from '../upstream/pools.js';
+import { logUpstreamEvents } from '../observability/upstream-events.js';
+import { UpstreamRegistry } from '../upstream/registry.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
 import { ListenerRuntime, listenerKey } from './listener.js';
 
@@ -18,12 +19,15 @@ export class Gateway implements ExchangeHost {
   readonly #listeners = new Map<string, ListenerRuntime>();
   /** Listeners removed by a reload whose connections are still closing. */
   readonly #retired = new Set<ListenerRuntime>();
-  readonly #pools = new PoolRegistry();
+  readonly #upstreams = new UpstreamRegistry();
   #accessLog: AccessLog | undefined;
   readonly #log: Logger;
 
+  readonly #stopEventLog: () => void;
+
   constructor(log: Logger) {
     this.#log = log;
+    this.#stopEventLog = logUpstreamEvents(log);
   }
 
   get snapshot(): Snapshot | undefined {
@@ -41,9 +45,9 @@ export class Gateway implements ExchangeHost {
     if (this.draining) throw new Error('draining: not applying new config');
     let snapshot: Snapshot;
     try {
-      snapshot = compileSnapshot(config, version, this.#pools, hash);
+      snapshot = compileSnapshot(config, version, this.#upstreams, hash);
     } catch (err) {
-      if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+      this.#keepUpstreams();
       throw err;
     }
 
@@ -58,7 +62,7 @@ export class Gateway implements ExchangeHost {
           ),
         );
       } catch (err) {
-        if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+        this.#keepUpstreams();
         throw err;
       }
     }
@@ -82,9 +86,18 @@ export class Gateway implements ExchangeHost {
       }
     } catch (err) {
       await Promise.all(fresh.map((rt) => rt.close()));
-      if (this.#snapshot) this.#pools.retain(this.#snapshot.pools);
+      this.#keepUpstreams();
       await nextLog?.close();
       throw err;
+    }
+
+    // Health checks and DNS of new services start before they serve (a first DNS answer is awaited, bounded).
+    await this.#upstreams.prepare(snapshot.services.values());
+    if (this.draining) {
+      await Promise.all(fresh.map((rt) => rt.close()));
+      this.#keepUpstreams();
+      await nextLog?.close();
+      throw new Error('draining: not applying new config');
     }
 
     // Swap: every listener points at the new snapshot in one synchronous step.
@@ -105,8 +118,13 @@ export class Gateway implements ExchangeHost {
         rt.retire(config.gateway.drainTimeout).finally(() => this.#retired.delete(rt));
       }
     }
-    this.#pools.retain(snapshot.pools);
+    this.#upstreams.commit(snapshot.services.values());
     return snapshot;
+  }
+
+  /** A failed apply: stop what it created, keep what the live snapshot uses. */
+  #keepUpstreams(): void {
+    this.#upstreams.commit(this.#snapshot?.services.values() ?? []);
   }
 
   #swapAccessLog(log: AccessLog | undefined): void {
@@ -139,7 +157,8 @@ export class Gateway implements ExchangeHost {
       this.#log.warn({ deadlineMs }, 'drain deadline reached; closing remaining connections');
       for (const l of listeners) l.server.closeAllConnections();
     }
-    await this.#pools.closeAll();
+    await this.#upstreams.closeAll();
+    this.#stopEventLog();
     await this.#accessLog?.close();
   }
 }

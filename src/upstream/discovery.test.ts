@@ -309,11 +309,11 @@ describe('DnsDiscovery: SRV', () => {
     });
     const { d, errors } = discovery(s, { hostname: '_api._tcp.svc.test', port: undefined, family: 'any' });
     expect(await d.start()).toEqual([
-      { address: '10.1.0.1', port: 9001, family: 4, priority: 0, weight: 10 },
-      { address: '10.1.0.2', port: 9002, family: 4, priority: 0, weight: 5 },
-      { address: '10.1.0.3', port: 9002, family: 4, priority: 0, weight: 5 },
-      { address: '192.0.2.9', port: 9003, family: 4, priority: 1, weight: 1 },
-      { address: 'fd00::2', port: 9002, family: 6, priority: 0, weight: 5 },
+      { address: '10.1.0.1', port: 9001, family: 4, priority: 0, weight: 10, target: 'a.svc.test' },
+      { address: '10.1.0.2', port: 9002, family: 4, priority: 0, weight: 5, target: 'b.svc.test' },
+      { address: '10.1.0.3', port: 9002, family: 4, priority: 0, weight: 5, target: 'b.svc.test' },
+      { address: '192.0.2.9', port: 9003, family: 4, priority: 1, weight: 1, target: '192.0.2.9' },
+      { address: 'fd00::2', port: 9002, family: 6, priority: 0, weight: 5, target: 'b.svc.test' },
     ]);
     expect(errors).toEqual([]);
 
@@ -340,7 +340,9 @@ describe('DnsDiscovery: SRV', () => {
     await d.start();
     s.setRecords(records(9005));
     await waitFor(() => changes.length === 1, 2000);
-    expect(changes[0]).toEqual([{ address: '10.1.0.1', port: 9005, family: 4, priority: 0, weight: 1 }]);
+    expect(changes[0]).toEqual([
+      { address: '10.1.0.1', port: 9005, family: 4, priority: 0, weight: 1, target: 'a.svc.test' },
+    ]);
   });
 
   it('an SRV name that vanishes keeps the last good set', async () => {

@@ -22,6 +22,8 @@ export interface ResolvedAddress {
   address: string;
   port: number;
   family: 4 | 6;
+  /** SRV only: the record's target host name (the Host an upstream expects). Absent for A/AAAA discovery. */
+  target?: string;
   /** SRV only: the record's priority (lower is preferred). Absent for A/AAAA discovery. */
   priority?: number;
   /** SRV only: the record's weight (relative share within a priority). Absent for A/AAAA discovery. */
@@ -268,7 +270,7 @@ export class DnsDiscovery {
     // refresh as a whole (the last good set is kept) rather than silently dropping that target's instances.
     const perTarget = await Promise.all(
       records.map(async (rec) => {
-        const extra = { priority: rec.priority, weight: rec.weight };
+        const extra = { priority: rec.priority, weight: rec.weight, target: rec.name };
         const lit = isIP(rec.name);
         if (lit) {
           if (family !== 'any' && family !== lit) return { addrs: [], ttl: undefined };
@@ -333,7 +335,7 @@ function isNoRecords(err: unknown): boolean {
 }
 
 function keyOf(a: ResolvedAddress): string {
-  return `${a.family}|${a.address}|${a.port}|${a.priority ?? ''}|${a.weight ?? ''}`;
+  return `${a.family}|${a.address}|${a.port}|${a.priority ?? ''}|${a.weight ?? ''}|${a.target ?? ''}`;
 }
 
 function stripBrackets(host: string): string {

@@ -35,6 +35,17 @@ export interface BudgetEvent {
   event: 'exhausted';
 }
 
+/** An active health check changed an endpoint's verdict. */
+export interface HealthEvent {
+  service: string;
+  endpoint: string;
+  healthy: boolean;
+  /** The failed check's reason when it turned unhealthy. */
+  lastError: string | undefined;
+}
+
+/** Messages are {@link HealthEvent}. */
+export const healthChannel: Channel = channel('trellis:health');
 /** Messages are {@link OutlierEvent}. */
 export const outlierChannel: Channel = channel('trellis:outlier');
 /** Messages are {@link CircuitEvent}. */

@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { Endpoint } from './endpoint.js';
+import { type HealthEvent, healthChannel } from './events.js';
 
 /**
  * Active health checks: each endpoint is probed every `interval` (± jitter) over HTTP, TCP or the standard gRPC
@@ -112,8 +113,12 @@ export class HealthChecker {
   /** Bumped by stop(): results of checks begun in an earlier run are dropped. */
   #run = 0;
 
-  constructor(endpoints: readonly Endpoint[], o: HealthCheckOptions) {
+  /** Service name in the events this checker publishes. */
+  readonly #service: string;
+
+  constructor(endpoints: readonly Endpoint[], o: HealthCheckOptions, service = '') {
     this.#o = o;
+    this.#service = service;
     for (const ep of endpoints) {
       const url = new URL(ep.origin);
       const secure = url.protocol === 'https:';
@@ -220,15 +225,28 @@ export class HealthChecker {
       if (verdict === undefined) {
         t.failures = 0;
         t.successes++;
-        if (!t.ep.healthy && t.successes >= this.#o.healthyThreshold) t.ep.setHealthy(true);
+        if (!t.ep.healthy && t.successes >= this.#o.healthyThreshold) this.#set(t, true);
       } else {
         t.successes = 0;
         t.failures++;
-        if (t.ep.healthy && t.failures >= this.#o.unhealthyThreshold) t.ep.setHealthy(false);
+        if (t.ep.healthy && t.failures >= this.#o.unhealthyThreshold) this.#set(t, false);
       }
     } catch {
-      // An onChange listener that throws must not stop the checks.
+      // A watcher that throws must not stop the checks.
     }
+  }
+
+  #set(t: Target, healthy: boolean): void {
+    if (healthChannel.hasSubscribers) {
+      const event: HealthEvent = {
+        service: this.#service,
+        endpoint: t.ep.origin,
+        healthy,
+        lastError: t.lastError,
+      };
+      healthChannel.publish(event);
+    }
+    t.ep.setHealthy(healthy);
   }
 
   #probe(t: Target, signal: AbortSignal): Promise<Verdict> {

@@ -1,0 +1,93 @@
+import type { Pool } from 'undici';
+import type { ServiceConfig } from '../config/schema.js';
+import { Endpoint } from './endpoint.js';
+import { PoolRegistry } from './pools.js';
+import { type EndpointSource, UpstreamService } from './service.js';
+
+/**
+ * Everything upstream that outlives one snapshot: services (with their health, ejection, breaker and budget
+ * state), endpoints and their connection pools. A reload asks for services again; one whose config is
+ * unchanged is handed back as it is, and an endpoint that stays (same origin and pool settings) keeps its
+ * object, pool and state even when its service changed. `commit` stops and closes what the live snapshot no
+ * longer uses.
+ */
+export class UpstreamRegistry implements EndpointSource {
+  readonly #pools = new PoolRegistry();
+  readonly #endpoints = new Map<string, Endpoint>();
+  /** Services by key (canonical config JSON + zone). */
+  #services = new Map<string, UpstreamService>();
+  /** The services the live snapshot uses. */
+  #live = new Set<UpstreamService>();
+
+  /** The service for `cfg`: the existing object when an identical one is live or pending, else a new one. */
+  service(cfg: ServiceConfig, zone: string): UpstreamService {
+    const key = `${zone}|${JSON.stringify(cfg)}`;
+    let svc = this.#services.get(key);
+    if (!svc) {
+      svc = new UpstreamService(cfg, key, this, zone);
+      this.#services.set(key, svc);
+    }
+    return svc;
+  }
+
+  endpoint(origin: string, authority: string, cfg: ServiceConfig): Endpoint {
+    const o = {
+      connections: cfg.pool.connections,
+      pipelining: cfg.pool.pipelining,
+      keepAliveTimeout: cfg.pool.keepAliveTimeout,
+      connectTimeout: cfg.connectTimeout,
+    };
+    const key = `${origin}|${authority}|${o.connections}|${o.pipelining}|${o.keepAliveTimeout}|${o.connectTimeout}`;
+    let ep = this.#endpoints.get(key);
+    if (!ep) {
+      ep = new Endpoint(origin, authority, this.#pools.get(origin, o));
+      this.#endpoints.set(key, ep);
+    }
+    return ep;
+  }
+
+  /**
+   * Starts health checks and DNS discovery of services about to go live, waiting (boundedly) for their first
+   * DNS answers. Services already running are untouched.
+   */
+  async prepare(services: Iterable<UpstreamService>): Promise<void> {
+    await Promise.all([...services].map((svc) => svc.start()));
+  }
+
+  /** Makes `live` the set of services in use: stops the others and closes pools no endpoint uses any more. */
+  commit(live: Iterable<UpstreamService>): void {
+    const next = new Set(live);
+    this.#live = next;
+    for (const [key, svc] of this.#services) {
+      if (!next.has(svc)) {
+        this.#services.delete(key);
+        svc.stop();
+      }
+    }
+    this.collect();
+  }
+
+  /** Closes pools (after their in-flight requests) and forgets endpoints no live service uses. */
+  collect(): void {
+    const used = new Set<Endpoint>();
+    for (const svc of this.#services.values()) for (const ep of svc.endpoints) used.add(ep);
+    const pools = new Set<Pool>();
+    for (const [key, ep] of this.#endpoints) {
+      if (used.has(ep)) pools.add(ep.pool);
+      else this.#endpoints.delete(key);
+    }
+    this.#pools.retain(pools);
+  }
+
+  get poolCount(): number {
+    return this.#pools.size;
+  }
+
+  async closeAll(): Promise<void> {
+    for (const svc of this.#services.values()) svc.stop();
+    this.#services.clear();
+    this.#live.clear();
+    this.#endpoints.clear();
+    await this.#pools.closeAll();
+  }
+}
