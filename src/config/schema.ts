@@ -599,14 +599,98 @@ export const adminSchema = z
       .describe('Loopback by default: admin endpoints are not for the public.'),
     port: z.number().int().min(0).max(65535).default(9901).describe('TCP port of the admin listener.'),
     enabled: z.boolean().default(true).describe('false: no admin listener at all.'),
+    token: z
+      .string()
+      .min(16)
+      .optional()
+      .describe(
+        'Bearer token the admin API asks for (`Authorization: Bearer …`), except /live and /ready. Required when `address` is not loopback; use `${env:NAME}` or `${file:PATH}`.',
+      ),
   })
-  .describe('The admin listener: /live, /ready, /config.');
+  .describe('The admin listener: health, status, metrics, config and request explain.');
+
+export const ACCESS_LOG_FIELDS = [
+  'time',
+  'requestId',
+  'traceId',
+  'client',
+  'method',
+  'host',
+  'path',
+  'listener',
+  'route',
+  'service',
+  'endpoint',
+  'status',
+  'code',
+  'outcome',
+  'attempts',
+  'retryBudgetExhausted',
+  'bytesIn',
+  'bytesOut',
+  'durationMs',
+  'upstreamMs',
+] as const;
 
 export const accessLogSchema = z
   .strictObject({
     output: z.string().default('off').describe('`off`, `stdout`, or a file path (appended to).'),
+    sample: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(1)
+      .describe('Share of requests logged; errors (status ≥ 500 or a Trellis error code) are always logged.'),
+    fields: z
+      .array(z.enum(ACCESS_LOG_FIELDS))
+      .min(1)
+      .optional()
+      .describe('Fields written, in this order; absent: all.'),
   })
-  .describe('One JSON line per request.');
+  .describe('One JSON line per request. Never contains query strings, credentials, tokens or cookies.');
+
+export const metricsSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Prometheus `/metrics` on the admin listener.'),
+    durationBuckets: z
+      .array(z.number().positive())
+      .min(1)
+      .default([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10])
+      .describe('Histogram bucket bounds in seconds (OpenTelemetry HTTP defaults).'),
+    process: z.boolean().default(true).describe('Process metrics: CPU, memory, event loop lag, handles.'),
+  })
+  .describe('Prometheus metrics with bounded labels (route and service names, never paths or client values).');
+
+export const tracingSchema = z
+  .strictObject({
+    enabled: z.boolean().default(false).describe('Record spans and export them over OTLP.'),
+    endpoint: z
+      .string()
+      .default('http://127.0.0.1:4318/v1/traces')
+      .describe('OTLP/HTTP traces endpoint of a collector.'),
+    encoding: z.enum(['json', 'protobuf']).default('protobuf').describe('OTLP/HTTP body encoding.'),
+    headers: z
+      .record(headerName, headerValue)
+      .default({})
+      .describe('Extra headers to the collector (an API key, say: use `${env:NAME}`).'),
+    sampleRatio: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.01)
+      .describe('Share of new traces sampled; a sampled or unsampled parent decides for its children.'),
+    propagation: z
+      .array(z.enum(['w3c', 'b3']))
+      .min(1)
+      .default(['w3c', 'b3'])
+      .describe('Incoming trace headers accepted (W3C traceparent first); W3C is always sent upstream.'),
+    serviceName: z.string().min(1).default('trellis').describe('`service.name` of the spans.'),
+    maxQueue: z.number().int().min(1).default(2048).describe('Spans waiting for export; more are dropped and counted.'),
+    batchSize: z.number().int().min(1).default(512).describe('Most spans per export request.'),
+    flushInterval: duration.prefault(5_000).describe('Longest wait before a partial batch is sent.'),
+    exportTimeout: duration.prefault(10_000).describe('Time an export request may take.'),
+  })
+  .describe('OpenTelemetry tracing: a server span per request and a client span per upstream attempt.');
 
 export const gatewaySchema = z
   .strictObject({
@@ -634,6 +718,8 @@ export const configSchema = z
     services: z.array(serviceSchema).prefault([]),
     admin: adminSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
+    metrics: metricsSchema.prefault({}),
+    tracing: tracingSchema.prefault({}),
     gateway: gatewaySchema.prefault({}),
   })
   .describe('Trellis configuration.');
@@ -645,3 +731,7 @@ export type RouteConfig = Config['routes'][number];
 export type RouteMatchConfig = RouteConfig['match'];
 export type ServiceConfig = Config['services'][number];
 export type HeaderEditsConfig = NonNullable<RouteConfig['requestHeaders']>;
+export type AdminConfig = Config['admin'];
+export type AccessLogConfig = Config['accessLog'];
+export type MetricsConfig = Config['metrics'];
+export type TracingConfig = Config['tracing'];
