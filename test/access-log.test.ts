@@ -68,3 +68,67 @@ test('a reload whose access log cannot be opened is rejected and the old config 
   await gw.close();
   await up.close();
 });
+
+function logLines(file: string): Array<Record<string, unknown>> {
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
+}
+
+test('credentials, tokens and cookies never reach the access log', async () => {
+  const up = await startUpstream((_req, res) => res.end('ok'));
+  const file = join(mkdtempSync(join(tmpdir(), 'trellis-log-')), 'access.log');
+  const gw = await startGateway({ ...simpleConfig(up.url), accessLog: { output: file } });
+  const secrets = ['Bearer-s3cr3t-token', 'c00kie-value', 'ap1-key-value', 'b4sic-pass', 'qu3ry-token'];
+  await (
+    await fetch(`${gw.url}/orders/7?access_token=${secrets[4]}&api_key=${secrets[2]}`, {
+      headers: {
+        authorization: `Bearer ${secrets[0]}`,
+        cookie: `session=${secrets[1]}`,
+        'x-api-key': secrets[2]!,
+        'proxy-authorization': `Basic ${Buffer.from(`u:${secrets[3]}`).toString('base64')}`,
+      },
+    })
+  ).text();
+  await gw.close();
+  const text = readFileSync(file, 'utf8');
+  expect(logLines(file)).toHaveLength(1);
+  for (const s of secrets) expect(text).not.toContain(s);
+  expect(text).not.toContain(Buffer.from(`u:${secrets[3]}`).toString('base64'));
+  expect(logLines(file)[0]!.path).toBe('/orders/7');
+  await up.close();
+});
+
+test('sampling keeps every error, and fields selects and orders what is written', async () => {
+  const up = await startUpstream((req, res) => {
+    res.statusCode = req.url === '/fail' ? 502 : 200;
+    res.end();
+  });
+  const file = join(mkdtempSync(join(tmpdir(), 'trellis-log-')), 'access.log');
+  const gw = await startGateway({
+    ...simpleConfig(up.url, [
+      { name: 'all', match: { path: { prefix: '/' } }, backends: [{ service: 'svc' }] },
+    ]),
+    accessLog: { output: file, sample: 0.1, fields: ['status', 'path', 'code'] },
+  });
+  for (let i = 0; i < 200; i++) await (await fetch(`${gw.url}/ok`)).text();
+  for (let i = 0; i < 20; i++) await (await fetch(`${gw.url}/fail`)).text();
+  // A reload changes sampling without reopening the file.
+  await gw.apply({
+    ...simpleConfig(up.url),
+    accessLog: { output: file, sample: 1, fields: ['path'] },
+  });
+  await (await fetch(`${gw.url}/after`)).text();
+  await gw.close();
+  const lines = logLines(file);
+  const ok = lines.filter((l) => l.path === '/ok');
+  const fail = lines.filter((l) => l.path === '/fail');
+  expect(fail).toHaveLength(20);
+  expect(ok.length).toBeGreaterThan(2);
+  expect(ok.length).toBeLessThan(60);
+  expect(Object.keys(fail[0]!)).toEqual(['status', 'path']); // code is undefined for a proxied 502
+  expect(lines.at(-1)).toEqual({ path: '/after' });
+  await up.close();
+});

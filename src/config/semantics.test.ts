@@ -403,3 +403,13 @@ describe('upstream resilience settings', () => {
     ).toBe(true);
   });
 });
+
+describe('admin listener', () => {
+  it('needs a token when it listens beyond loopback', () => {
+    expect(errors([...LISTENER, 'admin: { address: 0.0.0.0 }'])).toEqual([
+      '3:19 admin.address: the admin API on 0.0.0.0 is reachable beyond this machine: set admin.token (use ${env:NAME} or ${file:PATH}) or bind 127.0.0.1',
+    ]);
+    expect(loads([...LISTENER, 'admin: { address: 0.0.0.0, token: a-long-enough-token-value }'])).toBe(true);
+    expect(loads([...LISTENER, 'admin: { address: "::1" }'])).toBe(true);
+  });
+});

@@ -64,12 +64,23 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
       else seen.set(origin, j);
     });
   });
+  const admin = config.admin;
+  if (admin.enabled && !isLoopbackAddress(admin.address) && admin.token === undefined)
+    add(
+      ['admin', 'address'],
+      `the admin API on ${admin.address} is reachable beyond this machine: set admin.token (use \${env:NAME} or \${file:PATH}) or bind 127.0.0.1`,
+    );
   const logProblem = accessLogProblem(config.accessLog.output, opts.baseDir ?? process.cwd());
   if (logProblem !== undefined) add(['accessLog', 'output'], logProblem);
   return issues;
 }
 
 type Add = (path: PathSegment[], message: string, key?: boolean) => void;
+
+/** 127.0.0.0/8, ::1 and localhost: only this machine can connect. */
+export function isLoopbackAddress(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address === 'localhost';
+}
 
 /** Endpoint source, balancer key and health check settings that only make sense together. */
 function checkServiceUpstream(s: ServiceConfig, at: PathSegment[], add: Add): void {

@@ -1,11 +1,44 @@
 import pino from 'pino';
+import { ACCESS_LOG_FIELDS, type AccessLogConfig } from '../config/schema.js';
 import type { Exchange } from '../proxy/exchange.js';
 
 export interface AccessLog {
   readonly output: string;
+  /** Sampling and field selection: changed by a reload without reopening the output. */
+  setOptions(o: Pick<AccessLogConfig, 'sample' | 'fields'>): void;
   write(ex: Exchange): void;
   close(): Promise<void>;
 }
+
+type Field = (typeof ACCESS_LOG_FIELDS)[number];
+
+/**
+ * How each field is read. The record never holds a query string, a header value, a cookie or a credential:
+ * `path` is the normalized path without its query, and no field reads request headers.
+ */
+const READ: Record<Field, (ex: Exchange, end: number) => unknown> = {
+  time: () => new Date().toISOString(),
+  requestId: (ex) => ex.requestId,
+  traceId: (ex) => ex.trace?.traceId,
+  client: (ex) => ex.req.socket.remoteAddress,
+  method: (ex) => ex.method,
+  host: (ex) => ex.host,
+  path: (ex) => ex.path,
+  listener: (ex) => ex.listener.name,
+  route: (ex) => ex.route?.name,
+  service: (ex) => ex.service?.name,
+  endpoint: (ex) => ex.endpoint?.authority,
+  status: (ex) => (ex.res.headersSent ? ex.res.statusCode : ex.status),
+  code: (ex) => ex.errorCode,
+  outcome: (ex) => ex.outcome,
+  attempts: (ex) => ex.attempts,
+  retryBudgetExhausted: (ex) => ex.retryBudgetExhausted || undefined,
+  bytesIn: (ex) => ex.bytesIn,
+  bytesOut: (ex) => ex.bytesOut,
+  durationMs: (ex, end) => round(end - ex.startedAt),
+  upstreamMs: (ex, end) =>
+    ex.upstreamStartedAt ? round((ex.upstreamEndedAt || end) - ex.upstreamStartedAt) : undefined,
+};
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
@@ -36,34 +69,24 @@ export async function createAccessLog(
     if (!broken) onError(err);
     broken = true;
   });
+  let sample = 1;
+  let fields: readonly Field[] = ACCESS_LOG_FIELDS;
+  let readers = fields.map((f) => READ[f]);
   return {
     output,
+    setOptions(o) {
+      sample = o.sample;
+      fields = o.fields ?? ACCESS_LOG_FIELDS;
+      readers = fields.map((f) => READ[f]);
+    },
     write(ex: Exchange) {
       if (broken) return;
+      // Sampling never drops an error: a 5xx or a reply Trellis made itself is always logged.
+      if (sample < 1 && ex.errorCode === undefined && ex.res.statusCode < 500 && Math.random() >= sample)
+        return;
       const end = performance.now();
-      const record = {
-        time: new Date().toISOString(),
-        requestId: ex.requestId,
-        client: ex.req.socket.remoteAddress,
-        method: ex.method,
-        host: ex.host,
-        path: ex.path,
-        listener: ex.listener.name,
-        route: ex.route?.name,
-        service: ex.service?.name,
-        endpoint: ex.endpoint?.authority,
-        status: ex.res.headersSent ? ex.res.statusCode : ex.status,
-        code: ex.errorCode,
-        outcome: ex.outcome,
-        attempts: ex.attempts,
-        retryBudgetExhausted: ex.retryBudgetExhausted || undefined,
-        bytesIn: ex.bytesIn,
-        bytesOut: ex.bytesOut,
-        durationMs: round(end - ex.startedAt),
-        upstreamMs: ex.upstreamStartedAt
-          ? round((ex.upstreamEndedAt || end) - ex.upstreamStartedAt)
-          : undefined,
-      };
+      const record: Record<string, unknown> = {};
+      for (let i = 0; i < fields.length; i++) record[fields[i]!] = readers[i]!(ex, end);
       dest.write(`${JSON.stringify(record)}\n`);
     },
     close() {

@@ -105,6 +105,8 @@ export class Exchange implements StageContext, RouterRequest {
 
   /** Attempts sent upstream so far. */
   attempts = 0;
+  /** Trace context when tracing is on. */
+  trace: { readonly traceId: string } | undefined = undefined;
   /** A retry was refused because the service's retry budget was spent. */
   retryBudgetExhausted = false;
   /** The current upstream attempt. */

@@ -109,6 +109,7 @@ export class Gateway implements ExchangeHost {
     this.#snapshot = snapshot;
     this.viaValue = snapshot.via === '' ? '' : `1.1 ${snapshot.via}`;
     if (nextLog !== null) this.#swapAccessLog(nextLog);
+    this.#accessLog?.setOptions(config.accessLog);
 
     // Retire what the new config no longer has.
     for (const [key, rt] of this.#listeners) {
