@@ -33,9 +33,9 @@ const BUCKETS = 10;
 const HALF_OPEN_RETRY_MS = 1_000;
 
 /**
- * An error-rate circuit breaker for one service. The proxy asks `allow()` before an attempt and reports every
- * admitted attempt's outcome with exactly one `record()` (an attempt admitted but never sent reports
- * `local_reply`, which releases a half-open probe slot without counting either way).
+ * An error-rate circuit breaker for one service. The proxy asks `allow()` once per request and reports that
+ * request's final outcome (after its retries) with exactly one `record()` (a request admitted but never sent
+ * reports `local_reply` or `client_abort`, which releases a half-open probe slot without counting either way).
  *
  * closed → open when, over the rolling window, at least `minimumRequests` attempts were recorded and
  * failures / total >= `failureRatio` (failures: `http_5xx` and the gateway failures; `client_abort` and

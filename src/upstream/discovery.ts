@@ -53,6 +53,8 @@ export interface DnsDiscoveryOptions {
   srvRefresh?: number;
   /** Tests inject one pointed at the test server. Without it a private Resolver on the system's servers is used. */
   resolver?: dnsPromises.Resolver;
+  /** DNS servers (`ip` or `ip:port`) for the private Resolver; absent: the system's. */
+  servers?: readonly string[];
 }
 
 export const DEFAULT_SRV_REFRESH = 30_000;
@@ -100,6 +102,7 @@ export class DnsDiscovery {
     this.#onError = onError;
     this.#ownResolver = o.resolver === undefined;
     this.#resolver = o.resolver ?? new dnsPromises.Resolver({ timeout: 2000, tries: 2 });
+    if (o.resolver === undefined && o.servers !== undefined) this.#resolver.setServers([...o.servers]);
   }
 
   get current(): readonly ResolvedAddress[] {

@@ -142,32 +142,44 @@ describe('EndpointSet', () => {
   it('panics below the threshold: health is ignored over the groups reached', () => {
     const eps = many(10);
     const { s } = set(eps);
-    for (const e of eps.slice(0, 5)) e.setHealthy(false);
-    // 5 of 10 is not below 50%: only the available ones.
+    for (const e of eps.slice(0, 6)) e.setHealthy(false);
+    // 4 of 10 up: normalized health 40% × 1.4 = 56%, not below 50%: only the available ones.
     expect(s.panic).toBe(false);
-    expect(s.eligible).toEqual(eps.slice(5));
-    eps[5]!.setHealthy(false);
+    expect(s.eligible).toEqual(eps.slice(6));
+    eps[6]!.setHealthy(false);
+    // 3 of 10: 42% < 50%: panic, everything is eligible.
     expect(s.panic).toBe(true);
     expect(s.eligible).toEqual(eps);
-    eps[5]!.setHealthy(true);
+    eps[6]!.setHealthy(true);
     expect(s.panic).toBe(false);
-    expect(s.eligible).toEqual(eps.slice(5));
+    expect(s.eligible).toEqual(eps.slice(6));
+    s.close();
+  });
+
+  it('a healthy backup priority keeps the service out of panic (normalized health, as Envoy)', () => {
+    const p0 = many(4, { priority: 0 });
+    const p1 = many(1, { priority: 1 });
+    const { s } = set([...p0, ...p1]);
+    for (const e of p0.slice(0, 3)) e.setHealthy(false);
+    // p0: 25% × 1.4 = 35; p1: 100 → 135, capped at 100: no panic; 1 + 1 available spill into p1.
+    expect(s.panic).toBe(false);
+    expect(s.eligible).toEqual([p0[3], p1[0]]);
     s.close();
   });
 
   it('in panic, includes the failover groups the walk reached, not the ones beyond', () => {
     const p0 = many(6, { priority: 0 });
-    const p1 = many(4, { priority: 1 });
-    const p2 = many(10, { priority: 2 });
+    const p1 = many(10, { priority: 1 });
+    const p2 = many(4, { priority: 2 });
     const { s } = set([...p0, ...p1, ...p2], { panicThreshold: 80 });
-    for (const e of p0) e.setHealthy(false);
-    // Available 14/20 = 70% < 80%: panic. The walk reaches p1 (4 × 1.4 < 6) and p2 (enough).
+    for (const e of [...p0, ...p1.slice(0, 5), ...p2]) e.setHealthy(false);
+    // Health 0 + 50% × 1.4 + 0 = 70 < 80: panic. The walk stops at p1 (5 × 1.4 >= 6): p2 is not reached.
     expect(s.panic).toBe(true);
-    expect(s.eligible).toEqual([...p0, ...p1, ...p2]);
-    p0[0]!.setHealthy(true);
-    p0[1]!.setHealthy(true); // 16/20 = 80%: no panic; 2 + 4 = 6 available: 8.4 >= 6, p2 not reached
+    expect(s.eligible).toEqual([...p0, ...p1]);
+    p1[0]!.setHealthy(true);
+    p1[1]!.setHealthy(true); // 70% × 1.4 = 98 >= 80: no panic; the 7 available of p1
     expect(s.panic).toBe(false);
-    expect(s.eligible).toEqual([p0[0], p0[1], ...p1]);
+    expect(s.eligible).toEqual([p1[0], p1[1], ...p1.slice(5)]);
     s.close();
   });
 
@@ -190,10 +202,12 @@ describe('EndpointSet', () => {
     s.close();
   });
 
-  it('a threshold of 100 panics as soon as one endpoint is out', () => {
+  it('a threshold of 100 panics once available × overprovisioning is less than the group', () => {
     const eps = many(4);
     const { s } = set(eps, { panicThreshold: 100 });
-    eps[0]!.setHealthy(false);
+    eps[0]!.setHealthy(false); // 75% × 1.4 ≥ 100: not yet
+    expect(s.panic).toBe(false);
+    eps[1]!.setHealthy(false); // 50% × 1.4 = 70
     expect(s.panic).toBe(true);
     expect(s.eligible).toEqual(eps);
     s.close();

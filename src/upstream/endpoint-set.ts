@@ -4,7 +4,7 @@ import type { Endpoint } from './endpoint.js';
 export interface EndpointSetOptions {
   /** The gateway's zone; '' = no locality preference. */
   localZone: string;
-  /** Percent 0-100, default 50: below this share of available endpoints (over all endpoints), ignore health. */
+  /** Percent 0-100, default 50: below this normalized health (see the class comment), ignore health. */
   panicThreshold: number;
   /** Default 1.4 (Envoy): a group carries all traffic while available × overprovisioning >= its size. */
   overprovisioning: number;
@@ -26,9 +26,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  *    (healthy capacity as large as the preferred group's; with 1.4, 72% of it is enough), else it goes on
  *    to the next group. So traffic stays in the local zone of priority 0 while enough of it is up, and
  *    spills to other zones, then to the next priorities, when too much of it is down.
- * 3. Panic. When available endpoints × 100 < panicThreshold × all endpoints, or nothing at all is
- *    available, health is ignored: every endpoint of the groups the walk reached (all their members,
- *    available or not) is eligible. With that few endpoints up, health checks or outlier detection are
+ * 3. Panic. Health is normalized as Envoy does: each group adds min(100, its available % × overprovisioning)
+ *    and the total is capped at 100, so a healthy backup group keeps the service out of panic. When that total
+ *    is below panicThreshold, or nothing at all is available, health is ignored: every endpoint of the
+ *    groups the walk reached (all their members, available or not) is eligible. With that few endpoints up, health checks or outlier detection are
  *    probably wrong, or the few healthy ones would be overloaded; spreading over everything serves more.
  *
  * So the eligible set is never empty while the service has endpoints. Eligibility is recomputed only on a
@@ -99,11 +100,9 @@ export class EndpointSet {
     if (this.#closed) return;
     const now = this.#now();
     const all = this.#all;
-    let available = 0;
     let nextExpiry = Number.POSITIVE_INFINITY;
     for (const ep of all) {
-      if (ep.available(now)) available++;
-      else if (ep.healthy && ep.ejectedUntil < nextExpiry) nextExpiry = ep.ejectedUntil;
+      if (!ep.available(now) && ep.healthy && ep.ejectedUntil < nextExpiry) nextExpiry = ep.ejectedUntil;
     }
 
     const groups = this.#groups;
@@ -114,8 +113,15 @@ export class EndpointSet {
       for (const ep of groups[reached++]!) if (ep.available(now)) eligible.push(ep);
       if (eligible.length * this.#overprovisioning >= need) break;
     }
-    const panic =
-      all.length > 0 && (available * 100 < this.#panicThreshold * all.length || eligible.length === 0);
+    // Envoy's normalized health: each priority group counts up to 100 (its available share × overprovisioning)
+    // and the sum is capped at 100, so a healthy backup priority keeps the service out of panic.
+    let health = 0;
+    for (const g of groups) {
+      let up = 0;
+      for (const ep of g) if (ep.available(now)) up++;
+      health += Math.min(100, ((up * 100) / g.length) * this.#overprovisioning);
+    }
+    const panic = all.length > 0 && (Math.min(100, health) < this.#panicThreshold || eligible.length === 0);
     if (panic) {
       eligible.length = 0;
       for (let g = 0; g < reached; g++) for (const ep of groups[g]!) eligible.push(ep);

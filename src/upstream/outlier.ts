@@ -146,6 +146,25 @@ export class OutlierDetector {
   }
 
   /**
+   * Takes over what `prev` (the detector this one replaces, when DNS changed the endpoint list) knew about the
+   * endpoints both have: consecutive failure counters, ejection multiplier and reason, so an endpoint that
+   * stayed is judged as if nothing had changed.
+   */
+  adopt(prev: OutlierDetector): void {
+    for (const old of prev.list) {
+      const st = this.states.get(old.ep);
+      if (st === undefined) continue;
+      st.consecutive5xx = old.consecutive5xx;
+      st.consecutiveGateway = old.consecutiveGateway;
+      st.ejections = Math.max(st.ejections, old.ejections);
+      st.reason = old.reason ?? st.reason;
+      st.decayFrom = old.decayFrom;
+      st.successes = old.successes;
+      st.total = old.total;
+    }
+  }
+
+  /**
    * Called once per finished attempt. `success` (any status < 500, 4xx included) resets the consecutive
    * counters; `client_abort` and `local_reply` are ignored, as are attempts that end on an endpoint already
    * ejected (stragglers) or one this detector does not know.

@@ -7,8 +7,8 @@ import { type EndpointSource, UpstreamService } from './service.js';
 /**
  * Everything upstream that outlives one snapshot: services (with their health, ejection, breaker and budget
  * state), endpoints and their connection pools. A reload asks for services again; one whose config is
- * unchanged is handed back as it is, and an endpoint that stays (same origin and pool settings) keeps its
- * object, pool and state even when its service changed. `commit` stops and closes what the live snapshot no
+ * unchanged is handed back as it is, and an endpoint that stays (same service, origin, weight, zone, priority
+ * and pool settings) keeps its object, pool and state even when other settings of its service changed. `commit` stops and closes what the live snapshot no
  * longer uses.
  */
 export class UpstreamRegistry implements EndpointSource {
@@ -30,17 +30,27 @@ export class UpstreamRegistry implements EndpointSource {
     return svc;
   }
 
-  endpoint(origin: string, authority: string, cfg: ServiceConfig): Endpoint {
+  endpoint(
+    origin: string,
+    authority: string,
+    cfg: ServiceConfig,
+    place: { weight: number; zone: string; priority: number },
+  ): Endpoint {
     const o = {
       connections: cfg.pool.connections,
       pipelining: cfg.pool.pipelining,
       keepAliveTimeout: cfg.pool.keepAliveTimeout,
       connectTimeout: cfg.connectTimeout,
     };
-    const key = `${origin}|${authority}|${o.connections}|${o.pipelining}|${o.keepAliveTimeout}|${o.connectTimeout}`;
+    // One object per service and endpoint settings: two services listing one URL do not share health,
+    // ejection or weight; the pool (keyed by origin and pool settings alone) they may share.
+    const key = `${cfg.name}|${origin}|${authority}|${place.weight}|${place.zone}|${place.priority}|${o.connections}|${o.pipelining}|${o.keepAliveTimeout}|${o.connectTimeout}`;
     let ep = this.#endpoints.get(key);
     if (!ep) {
       ep = new Endpoint(origin, authority, this.#pools.get(origin, o));
+      ep.weight = place.weight;
+      ep.zone = place.zone;
+      ep.priority = place.priority;
       this.#endpoints.set(key, ep);
     }
     return ep;

@@ -19,7 +19,12 @@ export interface HashSource {
 
 /** Where endpoints come from: the registry hands out one Endpoint object per origin and pool settings. */
 export interface EndpointSource {
-  endpoint(origin: string, authority: string, cfg: ServiceConfig): Endpoint;
+  endpoint(
+    origin: string,
+    authority: string,
+    cfg: ServiceConfig,
+    place: { weight: number; zone: string; priority: number },
+  ): Endpoint;
   /** Endpoint membership changed outside a reload (DNS): pools nobody uses any more can close. */
   collect(): void;
 }
@@ -79,11 +84,12 @@ export class UpstreamService {
     const endpoints = (cfg.endpoints ?? []).map((e) => {
       const raw = typeof e === 'string' ? e : e.url;
       const url = new URL(raw);
-      const ep = source.endpoint(url.origin, url.host, cfg);
-      ep.weight = typeof e === 'string' ? 1 : e.weight;
-      ep.zone = typeof e === 'string' ? '' : e.zone;
-      ep.priority = typeof e === 'string' ? 0 : e.priority;
-      return ep;
+      return source.endpoint(
+        url.origin,
+        url.host,
+        cfg,
+        typeof e === 'string' ? { weight: 1, zone: '', priority: 0 } : e,
+      );
     });
     this.#set = this.#newSet(endpoints);
   }
@@ -117,7 +123,7 @@ export class UpstreamService {
     return this.#set.pick(hash, avoid);
   }
 
-  /** One finished attempt: feeds outlier detection and latency-aware balancing. */
+  /** One finished attempt: feeds outlier detection (latency goes through `observe`). */
   recordAttempt(ep: Endpoint, outcome: Outcome): void {
     this.#outlier?.record(ep, outcome);
   }
@@ -129,7 +135,9 @@ export class UpstreamService {
    * detection sees it fail and ejects it, visibly and with backoff.
    */
   observe(ep: Endpoint, latencyMs: number, now: number, failed: boolean): void {
-    observeLatency(ep, failed ? Math.max(latencyMs, ep.ewma) : latencyMs, now);
+    if (!failed) observeLatency(ep, latencyMs, now);
+    // An endpoint without an estimate stays unmeasured (costed like its peer) rather than learn a fast failure.
+    else if (ep.ewma > 0) observeLatency(ep, Math.max(latencyMs, ep.ewma), now);
   }
 
   /**
@@ -155,7 +163,7 @@ export class UpstreamService {
           minRefresh: dns.minRefresh,
           maxRefresh: dns.maxRefresh,
           failureRefresh: Math.min(5_000, dns.maxRefresh),
-          resolver,
+          servers: dns.servers,
         },
         (addrs) => this.#setAddresses(addrs),
         (err) => {
@@ -197,8 +205,13 @@ export class UpstreamService {
       overprovisioning: 1.4,
     });
     const od = cfg.outlierDetection;
-    this.#outlier?.close();
+    const prev = this.#outlier;
     this.#outlier = od.enabled ? new OutlierDetector(cfg.name, endpoints, outlierOptions(od)) : undefined;
+    if (prev !== undefined) {
+      // Endpoints that stayed keep their counters and ejection multiplier.
+      this.#outlier?.adopt(prev);
+      prev.close();
+    }
     return set;
   }
 
@@ -219,17 +232,18 @@ export class UpstreamService {
     const ranks = [...new Set(addrs.map((a) => a.priority ?? 0))].sort((x, y) => x - y);
     const endpoints = addrs.map((a) => {
       const host = a.family === 6 ? `[${a.address}]` : a.address;
-      const ep = this.#source.endpoint(
+      return this.#source.endpoint(
         `http://${host}:${a.port}`,
         // SRV: the target's name, as the instance knows itself; A/AAAA: the configured name.
         `${a.target ?? dns.name}:${a.port}`,
         this.config,
+        {
+          zone: dns.zone,
+          priority: Math.min(9, ranks.indexOf(a.priority ?? 0)),
+          // SRV weight 0 means "rarely": a small share, never none.
+          weight: a.weight === undefined ? 1 : Math.max(1, a.weight),
+        },
       );
-      ep.zone = dns.zone;
-      ep.priority = Math.min(9, ranks.indexOf(a.priority ?? 0));
-      // SRV weight 0 means "rarely": a small share, never none.
-      ep.weight = a.weight === undefined ? 1 : Math.max(1, a.weight);
-      return ep;
     });
     this.#set.close();
     this.#set = this.#newSet(endpoints);
