@@ -116,6 +116,7 @@ export class Exchange implements StageContext, RouterRequest {
   #stream: Transform | undefined = undefined;
   /** Index of the Host value in upstreamHeaders, set by the first attempt. */
   #hostIndex = -1;
+  /** A retry's backoff, or before any attempt a fault delay. */
   #retryTimer: NodeJS.Timeout | undefined = undefined;
   #pendingRetry = false;
   /** Counted in the service's admission (maxRequests) until #finishUpstream. */
@@ -385,10 +386,14 @@ export class Exchange implements StageContext, RouterRequest {
     }
     if (delay === 0 && f.delayMs > 0 && Math.random() < f.delayFraction) delay = f.delayMs;
     if (delay === 0) return false;
-    setTimeout(() => {
-      if (!this.#done) this.#forward(expectContinue);
-    }, delay);
+    // Cleared with the backoff timer when the client goes away: an abandoned request holds nothing.
+    this.#retryTimer = setTimeout(onFaultDelay, delay, this, expectContinue);
     return true;
+  }
+
+  faultDelayed(expectContinue: boolean): void {
+    this.#retryTimer = undefined;
+    if (!this.#done) this.#forward(expectContinue);
   }
 
   /** Reads a body of at most `keep` bytes into memory; a longer one streams on without replay. */
@@ -552,6 +557,30 @@ export class Exchange implements StageContext, RouterRequest {
     this.#dispatch();
   }
 
+  /** Drops a retry waiting out its backoff, and its count in the admission limits. */
+  #cancelRetry(): void {
+    if (this.#retryTimer === undefined) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    if (this.#pendingRetry) {
+      this.#pendingRetry = false;
+      this.service!.admission.endRetry();
+    }
+  }
+
+  /**
+   * The streamed body failed. An attempt using it hears of it from undici (attemptError); with none in flight (a
+   * retry's backoff) the body limit is answered here. Other failures, and any after the reply, are dropped.
+   */
+  bodyFailed(err: Error): void {
+    const code = (err as Error & { trellisCode?: ErrorCode }).trellisCode;
+    const a = this.#attempt;
+    if (code === undefined || (a !== undefined && !a.ended)) return;
+    this.#cancelRetry();
+    this.#finishUpstream();
+    this.#localError(code, err.message);
+  }
+
   // ---- attempt callbacks (undici handler, per attempt) ----
 
   attemptConnect(a: Attempt, abort: (err?: Error) => void): void {
@@ -560,7 +589,9 @@ export class Exchange implements StageContext, RouterRequest {
       a.queued = false;
       this.service!.admission.endPending();
     }
-    if (a.abandoned || this.#done || this.#timedOut) abort(new Error('attempt abandoned'));
+    // Dropped before a byte was written. Throwing makes undici fail just this request; abort() would destroy the
+    // connection, and with it the responses pipelined on it (undici even sends those again).
+    if (a.abandoned || this.#done || this.#timedOut) throw ABANDONED;
   }
 
   /** The per-try timeout fired before response headers. */
@@ -581,7 +612,7 @@ export class Exchange implements StageContext, RouterRequest {
     this.#timer = undefined;
     if (this.#done || this.res.headersSent) return;
     this.#timedOut = true;
-    clearTimeout(this.#retryTimer);
+    this.#cancelRetry();
     this.outcome = 'timeout';
     if (this.timed) this.upstreamEndedAt = performance.now();
     const ms = this.route!.requestTimeout;
@@ -683,13 +714,17 @@ export class Exchange implements StageContext, RouterRequest {
     clearTimeout(a.timer);
     if (a.ended) return;
     const c = a.timedOut ? PER_TRY_TIMEOUT : classifyUpstreamError(err);
+    const te = err as Error & { trellisCode?: ErrorCode };
+    // Not the endpoint's failure: the client went away (before or after the response headers), or its body broke
+    // a limit of the route. Outlier detection and latency must not hold it against the endpoint.
+    const clientGone = err === CLIENT_CLOSED || (this.#done && !this.res.headersSent);
+    const local = clientGone || te.trellisCode !== undefined;
     const svc = this.service!;
-    if (!a.discard && !this.res.headersSent && svc.observesLatency && c.outcome !== 'client_abort') {
+    if (!local && !a.discard && !this.res.headersSent && svc.observesLatency) {
       const now = performance.now();
       svc.observe(a.ep, now - a.sentAt, now, true);
     }
-    const clientGone = this.#done && !this.res.headersSent;
-    this.#endAttempt(a, clientGone ? 'client_abort' : c.outcome);
+    this.#endAttempt(a, clientGone ? 'client_abort' : local ? 'local_reply' : c.outcome);
     if (a.discard || a !== this.#attempt || this.#timedOut) return;
     if (clientGone) {
       this.outcome = 'client_abort';
@@ -704,7 +739,6 @@ export class Exchange implements StageContext, RouterRequest {
       this.res.destroy();
       return;
     }
-    const te = err as Error & { trellisCode?: ErrorCode };
     if (te.trellisCode !== undefined) {
       this.#finishUpstream();
       this.#localError(te.trellisCode, err.message);
@@ -733,7 +767,7 @@ export class Exchange implements StageContext, RouterRequest {
       a.isRetry = false;
       this.service!.admission.endRetry();
     }
-    if (outcome !== 'client_abort') this.service!.recordAttempt(a.ep, outcome);
+    if (outcome !== 'client_abort' && outcome !== 'local_reply') this.service!.recordAttempt(a.ep, outcome);
   }
 
   /** The request is done with its service: admission and breaker get their one result. */
@@ -811,19 +845,12 @@ export class Exchange implements StageContext, RouterRequest {
   clientClosed(): void {
     this.#done = true;
     clearTimeout(this.#timer);
-    if (this.#retryTimer !== undefined) {
-      clearTimeout(this.#retryTimer);
-      this.#retryTimer = undefined;
-      if (this.#pendingRetry) {
-        this.#pendingRetry = false;
-        this.service!.admission.endRetry();
-      }
-    }
+    this.#cancelRetry();
     if (!this.res.writableFinished) {
       if (this.outcome === 'success' || this.outcome === 'local_reply') this.outcome = 'client_abort';
       const a = this.#attempt;
       if (a !== undefined && !a.ended) {
-        if (a.abort) a.abort(new Error('client closed the connection'));
+        if (a.abort) a.abort(CLIENT_CLOSED);
         else {
           a.abandoned = true;
           this.#endAttempt(a, 'client_abort');
@@ -861,6 +888,10 @@ function onRetry(ex: Exchange): void {
   ex.retryNow();
 }
 
+function onFaultDelay(ex: Exchange, expectContinue: boolean): void {
+  ex.faultDelayed(expectContinue);
+}
+
 function onPerTryTimeout(a: Attempt): void {
   a.ex.perTryTimedOut(a);
 }
@@ -872,6 +903,11 @@ const EMPTY = Buffer.alloc(0);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 const PER_TRY_TIMEOUT = { outcome: 'timeout', code: 'upstream_per_try_timeout' } as const;
+
+/** The abort reason when the client went away: told apart from upstream failures by identity. */
+const CLIENT_CLOSED = new Error('client closed the connection');
+/** Thrown from onConnect to drop an attempt the exchange gave up on while it waited for a connection. */
+const ABANDONED = new Error('attempt abandoned');
 
 const GRPC_BITS =
   RetryOn.grpcCancelled |
@@ -1031,6 +1067,10 @@ function onResponseClose(this: ResWithExchange): void {
   this[kExchange]?.clientClosed();
 }
 
+function onBodyError(this: BodyMeter, err: Error): void {
+  this.failed(err);
+}
+
 /** Counts request body bytes and enforces the route's body limit without tearing down the client socket. */
 class BodyMeter extends Transform {
   readonly #ex: Exchange;
@@ -1040,6 +1080,12 @@ class BodyMeter extends Transform {
     super();
     this.#ex = ex;
     this.#limit = limit;
+    // undici listens for body errors only while a request uses the stream. Between attempts (a retry's backoff)
+    // or after the reply nobody would, and an 'error' without a listener takes the process down.
+    this.on('error', onBodyError);
+  }
+  failed(err: Error): void {
+    this.#ex.bodyFailed(err);
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.#seen += chunk.length;

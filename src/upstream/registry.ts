@@ -68,10 +68,17 @@ export class UpstreamRegistry implements EndpointSource {
   commit(live: Iterable<UpstreamService>): void {
     const next = new Set(live);
     this.#live = next;
+    let byName: Map<string, UpstreamService> | undefined;
     for (const [key, svc] of this.#services) {
       if (!next.has(svc)) {
         this.#services.delete(key);
-        svc.stop();
+        if (byName === undefined) {
+          byName = new Map();
+          for (const s of next) byName.set(s.name, s);
+        }
+        // Requests still in flight on the old service pick from the new one: the pools of endpoints that
+        // changed are about to close.
+        svc.stop(byName.get(svc.name));
       }
     }
     this.collect();

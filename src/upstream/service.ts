@@ -59,6 +59,8 @@ export class UpstreamService {
   #dns: DnsDiscovery | undefined = undefined;
   #started = false;
   #stopped = false;
+  /** The service a reload replaced this one with (same name), if any. */
+  #successor: UpstreamService | undefined = undefined;
   readonly #zone: string;
   #lastDnsError: string | undefined = undefined;
 
@@ -120,6 +122,9 @@ export class UpstreamService {
 
   /** An endpoint for one attempt; `avoid` is the one the previous attempt failed on. */
   pick(hash: number, avoid: Endpoint | undefined): Endpoint | undefined {
+    // A request that began before a reload can retry (or, after a slow body, first go out) once the pools of the
+    // endpoints that changed are closed: it picks among the endpoints of the service that replaced this one.
+    if (this.#successor !== undefined) return this.#successor.pick(hash, avoid);
     return this.#set.pick(hash, avoid);
   }
 
@@ -189,8 +194,10 @@ export class UpstreamService {
     this.#startHealth();
   }
 
-  stop(): void {
+  /** Stops health checks and discovery; `successor`, the service replacing this one, gets its late picks. */
+  stop(successor?: UpstreamService): void {
     this.#stopped = true;
+    this.#successor = successor;
     this.#dns?.stop();
     this.#health?.stop();
     this.#outlier?.close();
