@@ -447,7 +447,9 @@ const dnsDiscovery = z
     maxRefresh: duration.prefault(300_000).describe('Longest time between resolutions, whatever the TTL.'),
     zone: z.string().max(63).default('').describe('Zone of the discovered endpoints.'),
   })
-  .describe("Endpoints from DNS, refreshed by the records' TTL. The Host sent upstream is `name:port`.");
+  .describe(
+    "Endpoints from DNS, refreshed by the records' TTL. With `preserveHost: false` the Host sent upstream is `name:port` (SRV: `target:port`).",
+  );
 
 const statusRange = z.union([
   z.number().int().min(100).max(599),
@@ -494,7 +496,7 @@ const outlierDetection = z
       .int()
       .min(0)
       .default(5)
-      .describe('Eject after this many connect failures, resets or timeouts in a row; 0: off.'),
+      .describe('Eject after this many connect failures, resets, timeouts or protocol errors in a row; 0: off.'),
     successRate: z
       .strictObject({
         minimumHosts: z.number().int().min(2).default(5),
@@ -659,7 +661,9 @@ export const metricsSchema = z
       .describe('Histogram bucket bounds in seconds (OpenTelemetry HTTP defaults).'),
     process: z.boolean().default(true).describe('Process metrics: CPU, memory, event loop lag, handles.'),
   })
-  .describe('Prometheus metrics with bounded labels (route and service names, never paths or client values).');
+  .describe(
+    'Prometheus metrics with bounded labels (route and service names, never paths or client values).',
+  );
 
 export const tracingSchema = z
   .strictObject({
@@ -685,7 +689,12 @@ export const tracingSchema = z
       .default(['w3c', 'b3'])
       .describe('Incoming trace headers accepted (W3C traceparent first); W3C is always sent upstream.'),
     serviceName: z.string().min(1).default('trellis').describe('`service.name` of the spans.'),
-    maxQueue: z.number().int().min(1).default(2048).describe('Spans waiting for export; more are dropped and counted.'),
+    maxQueue: z
+      .number()
+      .int()
+      .min(1)
+      .default(2048)
+      .describe('Spans waiting for export; more are dropped and counted.'),
     batchSize: z.number().int().min(1).default(512).describe('Most spans per export request.'),
     flushInterval: duration.prefault(5_000).describe('Longest wait before a partial batch is sent.'),
     exportTimeout: duration.prefault(10_000).describe('Time an export request may take.'),

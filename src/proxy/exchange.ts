@@ -378,6 +378,8 @@ export class Exchange implements StageContext, RouterRequest {
       if (Number.isInteger(a) && a >= 400 && a <= 599) abort = a;
       const d = Number(this.req.headers['x-trellis-fault-delay']);
       if (Number.isInteger(d) && d > 0) delay = Math.min(d, this.route!.requestTimeout || d);
+      // The fault request fields are for this gateway, not for the upstream.
+      removeFields(this.upstreamHeaders, FAULT_HEADERS);
     }
     if (abort === 0 && f.abortStatus !== 0 && Math.random() < f.abortFraction) abort = f.abortStatus;
     if (abort !== 0) {
@@ -506,10 +508,12 @@ export class Exchange implements StageContext, RouterRequest {
   #sendMirror(m: MirrorPolicy): void {
     if (m.fraction < 1 && Math.random() >= m.fraction) return;
     const svc = m.service;
-    const ep = svc.pick(0, undefined);
+    const ep = svc.pick(svc.hashOf === undefined ? 0 : svc.hashOf(this), undefined);
     if (ep === undefined || ep.active >= svc.endpointCapacity) return;
     const headers = this.upstreamHeaders.slice();
-    const host = this.upstreamHost ?? (this.hostHeader !== '' ? this.hostHeader : ep.authority);
+    const host =
+      this.upstreamHost ??
+      (this.route!.preserveHost && this.hostHeader !== '' ? this.hostHeader : ep.authority);
     headers.push('host', shadowHost(host));
     ep.active++;
     ep.pool.dispatch(
@@ -540,11 +544,12 @@ export class Exchange implements StageContext, RouterRequest {
     // Nothing was sent on a failed connect: any method may go again. Otherwise only idempotent ones.
     if (!nothingSent && !rp.nonIdempotent && !IDEMPOTENT.has(this.method)) return false;
     const svc = this.service!;
+    if (svc.admission.tryRetry() !== undefined) return false;
     if (!svc.budget.tryWithdraw()) {
+      svc.admission.endRetry();
       this.retryBudgetExhausted = true;
       return false;
     }
-    if (svc.admission.tryRetry() !== undefined) return false;
     this.#pendingRetry = true;
     const n = this.attempts; // retries so far + 1
     const ceiling = Math.min(rp.backoffMax, rp.backoffBase * 2 ** (n - 1));
@@ -623,6 +628,12 @@ export class Exchange implements StageContext, RouterRequest {
       `${this.endpoint?.authority ?? 'upstream'}: no response in ${ms} ms${this.attempts > 1 ? ` (${this.attempts} attempts)` : ''}`,
     );
     if (a !== undefined && !a.ended) {
+      // A hung endpoint's latency estimate learns the wait, as a per-try timeout would teach it.
+      const svc = this.service!;
+      if (svc.observesLatency && !a.discard) {
+        const now = performance.now();
+        svc.observe(a.ep, now - a.sentAt, now, true);
+      }
       this.#endAttempt(a, 'timeout');
       if (a.abort) a.abort(new Error('route timeout'));
       else a.abandoned = true;
@@ -898,6 +909,8 @@ function onPerTryTimeout(a: Attempt): void {
 
 /** No body (EMPTY) versus a buffered empty body are the same to the upstream: nothing to send. */
 const EMPTY = Buffer.alloc(0);
+
+const FAULT_HEADERS = ['x-trellis-fault-abort', 'x-trellis-fault-delay'];
 
 /** RFC 9110 §9.2.2: methods a retry cannot make worse. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);

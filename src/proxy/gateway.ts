@@ -92,12 +92,17 @@ export class Gateway implements ExchangeHost {
     }
 
     // Health checks and DNS of new services start before they serve (a first DNS answer is awaited, bounded).
-    await this.#upstreams.prepare(snapshot.services.values());
-    if (this.draining) {
+    let prepared: unknown;
+    try {
+      await this.#upstreams.prepare(snapshot.services.values());
+    } catch (err) {
+      prepared = err;
+    }
+    if (prepared !== undefined || this.draining) {
       await Promise.all(fresh.map((rt) => rt.close()));
       this.#keepUpstreams();
       await nextLog?.close();
-      throw new Error('draining: not applying new config');
+      throw prepared ?? new Error('draining: not applying new config');
     }
 
     // Swap: every listener points at the new snapshot in one synchronous step.
@@ -121,6 +126,12 @@ export class Gateway implements ExchangeHost {
     }
     this.#upstreams.commit(snapshot.services.values());
     return snapshot;
+  }
+
+  /** Answers an admin query about this process (in a cluster, the primary asks each worker). */
+  async query(kind: 'metrics' | 'runtime'): Promise<unknown> {
+    if (kind === 'runtime') return { pid: process.pid, routes: undefined, services: undefined };
+    return undefined;
   }
 
   /** A failed apply: stop what it created, keep what the live snapshot uses. */

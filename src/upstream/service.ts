@@ -154,10 +154,6 @@ export class UpstreamService {
     this.#started = true;
     const dns = this.config.dns;
     if (dns) {
-      const resolver = dns.servers
-        ? await import('node:dns').then((m) => new m.promises.Resolver())
-        : undefined;
-      resolver?.setServers(dns.servers!);
       this.#dns = new DnsDiscovery(
         {
           target: {
