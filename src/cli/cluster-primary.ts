@@ -1,13 +1,19 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
+import { aggregateWorkerMetrics, METRICS_CONTENT_TYPE } from '../observability/metrics.js';
 import type { Applier } from './supervisor.js';
+
+/** What the admin API asks every worker for: its metrics (prom-client JSON) or its runtime view. */
+export type QueryKind = 'metrics' | 'runtime';
 
 export type ToWorker =
   | { type: 'apply'; seq: number; version: number; hash: string; config: Config }
-  | { type: 'drain'; deadlineMs: number };
+  | { type: 'drain'; deadlineMs: number }
+  | { type: 'query'; id: number; kind: QueryKind };
 export type FromWorker =
   | { type: 'hello' }
+  | { type: 'answer'; id: number; data: unknown }
   | { type: 'applied'; seq: number; version: number; ports: Record<string, number> }
   | { type: 'failed'; seq: number; version: number; error: string };
 
@@ -22,6 +28,8 @@ interface WorkerState {
 }
 
 const APPLY_TIMEOUT_MS = 30_000;
+/** A worker that does not answer an admin query in this time is left out of that answer. */
+const QUERY_TIMEOUT_MS = 2_000;
 
 /**
  * `--workers N`: N processes share each listening socket (the kernel spreads connections, SCHED_NONE), and
@@ -39,6 +47,8 @@ export class ClusterApplier implements Applier {
   #stopping = false;
   #restarts = 0;
   #seq = 0;
+  #queryId = 0;
+  readonly #queries = new Map<number, (data: unknown) => void>();
 
   constructor(n: number, log: Logger) {
     this.#n = n;
@@ -88,6 +98,10 @@ export class ClusterApplier implements Applier {
     this.#workers.set(worker.id, state);
     return new Promise((resolve, reject) => {
       worker.on('message', (msg: FromWorker) => {
+        if (msg.type === 'answer') {
+          this.#queries.get(msg.id)?.(msg.data);
+          return;
+        }
         if (msg.type === 'hello') {
           if (this.#stopping || !this.#current) return;
           state.hello = true;
@@ -108,6 +122,34 @@ export class ClusterApplier implements Applier {
       });
       worker.once('exit', () => reject(new Error(`worker ${worker.process.pid} exited during start`)));
     });
+  }
+
+  /**
+   * Asks every serving worker (for the admin API) and returns the answers that came within the timeout, in
+   * worker order. Per-process state (health, ejections, breakers, metrics) lives in the workers.
+   */
+  async query(kind: QueryKind): Promise<unknown[]> {
+    const serving = [...this.#workers.values()].filter((w) => w.hello && w.version > 0);
+    const answers = await Promise.all(
+      serving.map(
+        (w) =>
+          new Promise<unknown>((resolve) => {
+            const id = ++this.#queryId;
+            const timer = setTimeout(() => {
+              this.#queries.delete(id);
+              resolve(undefined);
+            }, QUERY_TIMEOUT_MS);
+            this.#queries.set(id, (data) => {
+              clearTimeout(timer);
+              this.#queries.delete(id);
+              resolve(data);
+            });
+            const msg: ToWorker = { type: 'query', id, kind };
+            w.worker.send(msg);
+          }),
+      ),
+    );
+    return answers.filter((a) => a !== undefined);
   }
 
   /** Sends the current version to one worker; resolves when it says it applied that send. */
@@ -173,6 +215,23 @@ export class ClusterApplier implements Applier {
     }, deadlineMs + 5000);
     await Promise.all(exits);
     clearTimeout(hardStop);
+  }
+
+  config(): Config | undefined {
+    return this.#current?.config;
+  }
+
+  /** One exposition for the whole fleet: the workers' registries merged (counters and histograms summed). */
+  metrics(): Promise<{ contentType: string; body: string }> | undefined {
+    if (!this.#current?.config.metrics.enabled) return undefined;
+    return this.query('metrics').then(async (perWorker) => ({
+      contentType: METRICS_CONTENT_TYPE,
+      body: await aggregateWorkerMetrics(perWorker as unknown[][]),
+    }));
+  }
+
+  async runtime(): Promise<Array<{ pid: number; routes: unknown; services: unknown }>> {
+    return (await this.query('runtime')) as Array<{ pid: number; routes: unknown; services: unknown }>;
   }
 
   ready(): boolean {

@@ -21,6 +21,11 @@ export function runWorker(log: Logger): void {
       });
     } else if (msg.type === 'drain') {
       void drainAndExit(msg.deadlineMs);
+    } else if (msg.type === 'query') {
+      gateway.query(msg.kind).then(
+        (data) => send({ type: 'answer', id: msg.id, data }),
+        (err: Error) => send({ type: 'answer', id: msg.id, data: { error: err.message } }),
+      );
     }
   });
   const drainAndExit = async (deadlineMs: number) => {

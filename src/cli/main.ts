@@ -3,12 +3,13 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import pino, { type Logger } from 'pino';
-import { createAdminServer, listenAdmin } from '../admin/server.js';
+import { type AdminSource, createAdminServer, listenAdmin } from '../admin/server.js';
 import { configJsonSchema, formatConfigErrors, loadConfigFile } from '../config/index.js';
 import { ClusterApplier } from './cluster-primary.js';
 import { runWorker } from './cluster-worker.js';
 import { LocalApplier } from './run-single.js';
 import { type Applier, Supervisor } from './supervisor.js';
+import { parseInterval, runTop } from './top.js';
 
 const VERSION: string = JSON.parse(
   readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
@@ -23,6 +24,7 @@ Commands:
   gateway --config FILE [--workers N]   run the gateway
   validate FILE                         check a config file; exit 1 and list every error if invalid
   schema                                print the JSON Schema of the config file
+  top [--admin URL]                     live requests/s, success rate and latency per route and service
 
 Options:
   -h, --help      show help (also after a command)
@@ -58,6 +60,20 @@ Prints the JSON Schema (draft 2020-12) of the config file, for editors:
 Options:
   -h, --help      show this help
   -v, --version   print the version
+`,
+  top: `Usage: trellis top [--admin URL] [--token TOKEN] [--interval 1s] [--once]
+
+Scrapes the admin API's /metrics every interval and shows, per route and per service, requests per second,
+success rate (not 5xx and no Trellis error), and p50 / p99 latency over the last interval, busiest first.
+Refreshes in place; q or Ctrl-C quits.
+
+Options:
+      --admin URL        the admin listener (default http://127.0.0.1:9901)
+      --token TOKEN      bearer token when admin.token is set (default: $TRELLIS_ADMIN_TOKEN)
+      --interval TIME    time between scrapes: 1s (default), 500ms, 2s, ...
+      --once             print one table after two scrapes and exit
+  -h, --help             show this help
+  -v, --version          print the version
 `,
 };
 
@@ -103,6 +119,14 @@ export async function main(argv: string[]): Promise<number> {
               'log-level': { type: 'string' },
             }
           : {}),
+        ...(command === 'top'
+          ? {
+              admin: { type: 'string' },
+              token: { type: 'string' },
+              interval: { type: 'string' },
+              once: { type: 'boolean' },
+            }
+          : {}),
       },
     });
   } catch (err) {
@@ -133,6 +157,21 @@ export async function main(argv: string[]): Promise<number> {
         `${file}: valid (${r.config.listeners.length} listeners, ${r.config.routes.length} routes, ${r.config.services.length} services)`,
       );
       return 0;
+    }
+    case 'top': {
+      if (positionals.length > 0)
+        return fail(`trellis top: unexpected argument "${positionals[0]}"\n\n${help}`);
+      const interval = parseInterval((values.interval as string | undefined) ?? '1s');
+      if (interval === undefined)
+        return fail(
+          `trellis top: --interval expects a time such as 1s or 500ms (at least 100ms), got "${values.interval}"`,
+        );
+      return runTop({
+        admin: (values.admin as string | undefined) ?? 'http://127.0.0.1:9901',
+        token: (values.token as string | undefined) ?? process.env.TRELLIS_ADMIN_TOKEN,
+        intervalMs: interval,
+        once: values.once === true,
+      });
     }
     case 'gateway': {
       const file = values.config as string | undefined;
@@ -185,10 +224,15 @@ async function runGateway(file: string, workers: number, log: Logger): Promise<n
 
   let admin: ReturnType<typeof createAdminServer> | undefined;
   if (config.admin.enabled) {
+    // metrics() and runtime() come from the applier (run-single.ts, cluster-primary.ts).
+    const runtime = applier as Applier & Partial<Pick<AdminSource, 'metrics' | 'runtime'>>;
     admin = createAdminServer({
       ready: () => applier.ready(),
       status: () => applier.status(),
       configView: () => supervisor.configView({ workers: applier.status().workers }),
+      config: () => supervisor.active?.config,
+      metrics: () => runtime.metrics?.(),
+      runtime: () => runtime.runtime?.() ?? Promise.resolve([]),
     });
     try {
       const port = await listenAdmin(admin, config.admin.address, config.admin.port);

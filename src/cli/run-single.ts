@@ -1,4 +1,6 @@
 import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { METRICS_CONTENT_TYPE } from '../observability/metrics.js';
 import { Gateway } from '../proxy/gateway.js';
 import type { Applier } from './supervisor.js';
 
@@ -23,6 +25,20 @@ export class LocalApplier implements Applier {
 
   ready(): boolean {
     return this.#ready && !this.gateway.draining;
+  }
+
+  config(): Config | undefined {
+    return this.gateway.snapshot?.config;
+  }
+
+  metrics(): Promise<{ contentType: string; body: string }> | undefined {
+    const m = this.gateway.metrics;
+    if (m === undefined) return undefined;
+    return m.registry.metrics().then((body) => ({ contentType: METRICS_CONTENT_TYPE, body }));
+  }
+
+  async runtime(): Promise<Array<{ pid: number; routes: unknown; services: unknown }>> {
+    return [(await this.gateway.query('runtime')) as { pid: number; routes: unknown; services: unknown }];
   }
 
   status(): Record<string, unknown> {

@@ -496,7 +496,9 @@ const outlierDetection = z
       .int()
       .min(0)
       .default(5)
-      .describe('Eject after this many connect failures, resets, timeouts or protocol errors in a row; 0: off.'),
+      .describe(
+        'Eject after this many connect failures, resets, timeouts or protocol errors in a row; 0: off.',
+      ),
     successRate: z
       .strictObject({
         minimumHosts: z.number().int().min(2).default(5),

@@ -15,6 +15,7 @@ import {
 import type { ErrorCode } from '../core/errors.js';
 import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
 import { sendProblem } from '../core/problem.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import { normalizePath, type RouterRequest } from '../router/index.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamService } from '../upstream/service.js';
@@ -37,8 +38,10 @@ export interface ExchangeHost {
   readonly draining: boolean;
   /** `1.1 <via>` or '' for none. */
   readonly viaValue: string;
-  /** Called once per request when it is over, only when something (the access log) listens. */
+  /** Called once per request when it is over, only when something (access log, metrics, tracing) listens. */
   readonly onFinish: ((ex: Exchange) => void) | undefined;
+  /** Prometheus metrics, when on. */
+  readonly metrics: GatewayMetrics | undefined;
 }
 
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{1,5})?$/;
@@ -144,6 +147,7 @@ export class Exchange implements StageContext, RouterRequest {
     this.method = req.method ?? 'GET';
     this.timed = gw.onFinish !== undefined;
     if (this.timed) this.startedAt = performance.now();
+    gw.metrics?.requestStarted('http1');
   }
 
   get headers(): IncomingHttpHeaders {
@@ -478,7 +482,7 @@ export class Exchange implements StageContext, RouterRequest {
     const a = new Attempt(this, ep, queued, isRetry);
     this.#attempt = a;
     this.attempts++;
-    if (svc.observesLatency) a.sentAt = performance.now();
+    if (svc.observesLatency || this.timed) a.sentAt = performance.now();
     const out = this.upstreamHeaders;
     // An HTTP/1.0 client may send no Host: the endpoint's authority stands in.
     const host =
@@ -659,6 +663,7 @@ export class Exchange implements StageContext, RouterRequest {
       return true;
     }
     clearTimeout(a.timer);
+    a.status = statusCode;
     const svc = this.service!;
     if (svc.observesLatency) {
       const now = performance.now();
@@ -774,11 +779,22 @@ export class Exchange implements StageContext, RouterRequest {
       a.queued = false;
       this.service!.admission.endPending();
     }
-    if (a.isRetry) {
+    const retry = a.isRetry;
+    if (retry) {
       a.isRetry = false;
       this.service!.admission.endRetry();
     }
     if (outcome !== 'client_abort' && outcome !== 'local_reply') this.service!.recordAttempt(a.ep, outcome);
+    const m = this.gw.metrics;
+    if (m !== undefined)
+      m.attemptEnd(
+        this.service!.name,
+        a.ep.authority,
+        outcome,
+        a.status,
+        performance.now() - a.sentAt,
+        retry,
+      );
   }
 
   /** The request is done with its service: admission and breaker get their one result. */
@@ -869,6 +885,7 @@ export class Exchange implements StageContext, RouterRequest {
       }
     }
     this.#finishUpstream();
+    this.gw.metrics?.requestFinished('http1');
     this.gw.onFinish?.(this);
   }
 
@@ -1014,6 +1031,8 @@ class Attempt {
   abort: ((err?: Error) => void) | undefined = undefined;
   timer: NodeJS.Timeout | undefined = undefined;
   sentAt = 0;
+  /** Response status, 0 until headers arrive. */
+  status = 0;
   ended = false;
   timedOut = false;
   /** The exchange gave up on it before it had a connection: abort it when it gets one. */

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
+import { routesView, servicesView } from '../admin/views.js';
 import { compileSnapshot, type Snapshot } from '../compile/snapshot.js';
 import type { Config } from '../config/schema.js';
 import { type AccessLog, createAccessLog } from '../observability/access-log.js';
+import { GatewayMetrics } from '../observability/metrics.js';
 import { logUpstreamEvents } from '../observability/upstream-events.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
@@ -15,6 +17,9 @@ export class Gateway implements ExchangeHost {
   draining = false;
   viaValue = '';
   onFinish: ((ex: Exchange) => void) | undefined = undefined;
+  metrics: GatewayMetrics | undefined = undefined;
+  /** The metrics settings `metrics` was built with (a change rebuilds it). */
+  #metricsKey = '';
   #snapshot: Snapshot | undefined;
   readonly #listeners = new Map<string, ListenerRuntime>();
   /** Listeners removed by a reload whose connections are still closing. */
@@ -42,6 +47,17 @@ export class Gateway implements ExchangeHost {
   }
 
   async apply(config: Config, version: number, hash: string): Promise<Snapshot> {
+    try {
+      const snapshot = await this.#apply(config, version, hash);
+      this.metrics?.configApplied(version, true);
+      return snapshot;
+    } catch (err) {
+      this.metrics?.configApplied(version, false);
+      throw err;
+    }
+  }
+
+  async #apply(config: Config, version: number, hash: string): Promise<Snapshot> {
     if (this.draining) throw new Error('draining: not applying new config');
     let snapshot: Snapshot;
     try {
@@ -115,6 +131,8 @@ export class Gateway implements ExchangeHost {
     this.viaValue = snapshot.via === '' ? '' : `1.1 ${snapshot.via}`;
     if (nextLog !== null) this.#swapAccessLog(nextLog);
     this.#accessLog?.setOptions(config.accessLog);
+    this.#setMetrics(config);
+    this.#composeFinish();
 
     // Retire what the new config no longer has.
     for (const [key, rt] of this.#listeners) {
@@ -130,8 +148,13 @@ export class Gateway implements ExchangeHost {
 
   /** Answers an admin query about this process (in a cluster, the primary asks each worker). */
   async query(kind: 'metrics' | 'runtime'): Promise<unknown> {
-    if (kind === 'runtime') return { pid: process.pid, routes: undefined, services: undefined };
-    return undefined;
+    if (kind === 'metrics') return this.metrics ? await this.metrics.registry.getMetricsAsJSON() : [];
+    const snapshot = this.#snapshot;
+    return {
+      pid: process.pid,
+      routes: snapshot ? routesView(snapshot) : undefined,
+      services: snapshot ? servicesView(snapshot) : undefined,
+    };
   }
 
   /** A failed apply: stop what it created, keep what the live snapshot uses. */
@@ -142,8 +165,32 @@ export class Gateway implements ExchangeHost {
   #swapAccessLog(log: AccessLog | undefined): void {
     const old = this.#accessLog;
     this.#accessLog = log;
-    this.onFinish = log ? (ex) => log.write(ex) : undefined;
     old?.close().catch(() => {});
+  }
+
+  /** Metrics on, off, or rebuilt when their settings changed (bucket bounds cannot change in place). */
+  #setMetrics(config: Config): void {
+    const key = config.metrics.enabled ? JSON.stringify(config.metrics) : '';
+    if (key === this.#metricsKey) return;
+    this.#metricsKey = key;
+    this.metrics?.close();
+    this.metrics =
+      key === '' ? undefined : new GatewayMetrics(config.metrics, { snapshot: () => this.#snapshot });
+  }
+
+  /** The one post-request step: metrics, access log; nothing at all (no clock reads) when all are off. */
+  #composeFinish(): void {
+    const log = this.#accessLog;
+    const metrics = this.metrics;
+    if (log === undefined && metrics === undefined) this.onFinish = undefined;
+    else if (metrics === undefined) this.onFinish = (ex) => log!.write(ex);
+    else if (log === undefined)
+      this.onFinish = (ex) => metrics.requestEnd(ex, performance.now() - ex.startedAt);
+    else
+      this.onFinish = (ex) => {
+        metrics.requestEnd(ex, performance.now() - ex.startedAt);
+        log.write(ex);
+      };
   }
 
   /**
@@ -171,6 +218,7 @@ export class Gateway implements ExchangeHost {
     }
     await this.#upstreams.closeAll();
     this.#stopEventLog();
+    this.metrics?.close();
     await this.#accessLog?.close();
   }
 }

@@ -68,6 +68,13 @@ export class ListenerRuntime {
       onRequest(req, res, true);
     });
     this.server.on('clientError', onClientError);
+    this.server.on('connection', (socket: Socket) => {
+      const metrics = host.metrics;
+      if (metrics === undefined) return;
+      const name = this.state.name;
+      metrics.connectionOpened(name, 'http1');
+      socket.once('close', () => metrics.connectionClosed(name, 'http1'));
+    });
   }
 
   /** Applies a new snapshot's settings for this listener in place (Node reads them per connection). */
