@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import pino, { type Logger } from 'pino';
 import { type AdminSource, createAdminServer, listenAdmin } from '../admin/server.js';
 import { configJsonSchema, formatConfigErrors, loadConfigFile } from '../config/index.js';
+import { supervisorMetricsText } from '../observability/metrics.js';
 import { ClusterApplier } from './cluster-primary.js';
 import { runWorker } from './cluster-worker.js';
 import { LocalApplier } from './run-single.js';
@@ -231,7 +232,10 @@ async function runGateway(file: string, workers: number, log: Logger): Promise<n
       status: () => applier.status(),
       configView: () => supervisor.configView({ workers: applier.status().workers }),
       config: () => supervisor.active?.config,
-      metrics: () => runtime.metrics?.(),
+      metrics: () =>
+        runtime
+          .metrics?.()
+          ?.then((m) => ({ ...m, body: m.body + supervisorMetricsText(supervisor.rejected) })),
       runtime: () => runtime.runtime?.() ?? Promise.resolve([]),
     });
     try {

@@ -28,6 +28,8 @@ export class Supervisor {
   readonly file: string;
   active: ActiveConfig | undefined;
   lastError: { at: string; errors: string } | undefined;
+  /** Reloads whose file failed validation (the workers never saw them; apply failures count there). */
+  rejected = 0;
   #applier: Applier | undefined;
   #log: Logger;
   #version = 0;
@@ -78,6 +80,7 @@ export class Supervisor {
   async #reloadOnce(reason: string): Promise<void> {
     const r = await loadConfigFile(this.file);
     if (!r.ok) {
+      this.rejected++;
       const errors = formatConfigErrors(r.errors);
       this.lastError = { at: new Date().toISOString(), errors };
       this.#log.error(

@@ -36,6 +36,17 @@ export interface MetricsHost {
 }
 
 /** The Prometheus text exposition format, version 0.0.4. */
+/** Counted by the process that reads the config file (the cluster primary, or the one process). */
+export const CONFIG_REJECTED = {
+  name: 'trellis_config_rejected_total',
+  help: 'Config reloads refused by validation; the running config kept serving. The error is in the gateway log and /status.',
+} as const;
+
+/** The config-reading process's own metrics, appended to the workers' exposition. */
+export function supervisorMetricsText(rejected: number): string {
+  return `# HELP ${CONFIG_REJECTED.name} ${CONFIG_REJECTED.help}\n# TYPE ${CONFIG_REJECTED.name} counter\n${CONFIG_REJECTED.name} ${rejected}\n`;
+}
+
 let processMetrics: Registry | undefined;
 
 /** The process-wide registry of prom-client's default process and Node.js metrics, created once. */
@@ -865,6 +876,9 @@ export function renderMetricsDocs(): string {
     const labels = m.labels.map((l) => `\`${l}\``).join(', ') || '—';
     lines.push(`| \`${m.name}\` | ${m.type} | ${labels} | ${m.aggregator} | ${cell(m.help)} |`);
   }
+  lines.push(
+    `| \`${CONFIG_REJECTED.name}\` | counter | — | (primary only) | ${cell(CONFIG_REJECTED.help)} |`,
+  );
   lines.push(
     '',
     '## Process metrics',
