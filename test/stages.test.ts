@@ -86,7 +86,13 @@ beforeAll(async () => {
     trusted: undefined,
     scheme: 'http',
   };
-  const host: ExchangeHost = { draining: false, viaValue: '', onFinish: undefined, metrics: undefined };
+  const host: ExchangeHost = {
+    draining: false,
+    viaValue: '',
+    onFinish: undefined,
+    metrics: undefined,
+    tracer: undefined,
+  };
   server = createServer((req, res) => new Exchange(host, state, req, res).start(false));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

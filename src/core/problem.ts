@@ -7,6 +7,7 @@ export function problemBody(
   detail: string | undefined,
   requestId: string | undefined,
   status?: number,
+  traceId?: string,
 ): string {
   const spec = errorCatalog[code];
   return JSON.stringify({
@@ -16,6 +17,7 @@ export function problemBody(
     detail: detail ?? spec.title,
     code,
     requestId,
+    traceId,
   });
 }
 
@@ -30,8 +32,9 @@ export function sendProblem(
   requestId: string | undefined,
   extraHeaders?: Record<string, string>,
   status?: number,
+  traceId?: string,
 ): void {
-  const body = problemBody(code, detail, requestId, status);
+  const body = problemBody(code, detail, requestId, status, traceId);
   const headers: Record<string, string | number> = {
     'content-type': 'application/problem+json',
     'content-length': Buffer.byteLength(body),

@@ -16,6 +16,7 @@ import type { ErrorCode } from '../core/errors.js';
 import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
 import { sendProblem } from '../core/problem.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import type { AttemptSpan, RequestTrace, Tracer } from '../observability/tracing.js';
 import { normalizePath, type RouterRequest } from '../router/index.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamService } from '../upstream/service.js';
@@ -42,6 +43,8 @@ export interface ExchangeHost {
   readonly onFinish: ((ex: Exchange) => void) | undefined;
   /** Prometheus metrics, when on. */
   readonly metrics: GatewayMetrics | undefined;
+  /** Tracing, when on. */
+  readonly tracer: Tracer | undefined;
 }
 
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{1,5})?$/;
@@ -109,7 +112,7 @@ export class Exchange implements StageContext, RouterRequest {
   /** Attempts sent upstream so far. */
   attempts = 0;
   /** Trace context when tracing is on. */
-  trace: { readonly traceId: string } | undefined = undefined;
+  trace: RequestTrace | undefined = undefined;
   /** A retry was refused because the service's retry budget was spent. */
   retryBudgetExhausted = false;
   /** The current upstream attempt. */
@@ -119,6 +122,8 @@ export class Exchange implements StageContext, RouterRequest {
   #stream: Transform | undefined = undefined;
   /** Index of the Host value in upstreamHeaders, set by the first attempt. */
   #hostIndex = -1;
+  /** Index of the traceparent value in upstreamHeaders, set by the first traced attempt. */
+  #traceIndex = -1;
   /** A retry's backoff, or before any attempt a fault delay. */
   #retryTimer: NodeJS.Timeout | undefined = undefined;
   #pendingRetry = false;
@@ -158,6 +163,8 @@ export class Exchange implements StageContext, RouterRequest {
   start(expectContinue: boolean): void {
     (this.res as ResWithExchange)[kExchange] = this;
     this.res.on('close', onResponseClose);
+    const tracer = this.gw.tracer;
+    if (tracer !== undefined) this.trace = tracer.begin(this.req.headers);
     if (!this.#parseTarget() || !this.#readHeaders()) {
       this.#localError('bad_request', 'malformed request target or headers');
       return;
@@ -239,6 +246,8 @@ export class Exchange implements StageContext, RouterRequest {
     const out = this.upstreamHeaders;
     let requestId: string | undefined;
     let sawHost = false;
+    // With tracing on, Trellis sends its own trace context upstream; the client's would name a stale parent.
+    const traced = this.gw.tracer !== undefined;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
@@ -279,8 +288,13 @@ export class Exchange implements StageContext, RouterRequest {
           continue;
         case 'expect':
           continue;
+        case 'traceparent':
+        case 'tracestate':
+        case 'b3':
+          if (!traced) out.push(name, value);
+          continue;
         default:
-          if (HOP_BY_HOP.has(name)) continue;
+          if (HOP_BY_HOP.has(name) || (traced && name.startsWith('x-b3-'))) continue;
           out.push(name, value);
       }
     }
@@ -491,6 +505,22 @@ export class Exchange implements StageContext, RouterRequest {
       this.#hostIndex = out.length + 1;
       out.push('host', host);
     } else out[this.#hostIndex] = host;
+    const trace = this.trace;
+    if (trace !== undefined) {
+      // Each attempt its own client span: a retry carries a new parent id.
+      const t = this.gw.tracer!.attemptStart(
+        trace,
+        ep.authority,
+        this.attempts,
+        a.sentAt || performance.now(),
+      );
+      a.span = t.span;
+      if (this.#traceIndex === -1) {
+        this.#traceIndex = out.length + 1;
+        out.push('traceparent', t.traceparent);
+        if (trace.traceState !== '') out.push('tracestate', trace.traceState);
+      } else out[this.#traceIndex] = t.traceparent;
+    }
     const perTry = route.retry.perTryTimeout;
     if (perTry > 0) a.timer = setTimeout(onPerTryTimeout, perTry, a);
     ep.pool.dispatch(
@@ -664,6 +694,7 @@ export class Exchange implements StageContext, RouterRequest {
     }
     clearTimeout(a.timer);
     a.status = statusCode;
+    if (a.span !== undefined) a.span.status = statusCode;
     const svc = this.service!;
     if (svc.observesLatency) {
       const now = performance.now();
@@ -730,6 +761,7 @@ export class Exchange implements StageContext, RouterRequest {
     clearTimeout(a.timer);
     if (a.ended) return;
     const c = a.timedOut ? PER_TRY_TIMEOUT : classifyUpstreamError(err);
+    if (a.span !== undefined) a.span.error = c.code;
     const te = err as Error & { trellisCode?: ErrorCode };
     // Not the endpoint's failure: the client went away (before or after the response headers), or its body broke
     // a limit of the route. Outlier detection and latency must not hold it against the endpoint.
@@ -785,6 +817,11 @@ export class Exchange implements StageContext, RouterRequest {
       this.service!.admission.endRetry();
     }
     if (outcome !== 'client_abort' && outcome !== 'local_reply') this.service!.recordAttempt(a.ep, outcome);
+    const span = a.span;
+    if (span !== undefined) {
+      span.end = performance.now();
+      span.outcome = outcome;
+    }
     const m = this.gw.metrics;
     if (m !== undefined)
       m.attemptEnd(
@@ -838,7 +875,7 @@ export class Exchange implements StageContext, RouterRequest {
     if (this.requestId === '') this.requestId = randomUUID();
     this.status = 0;
     this.#beforeReply(code === 'body_too_large' || code === 'bad_request');
-    sendProblem(res, code, detail, this.requestId, headers, status);
+    sendProblem(res, code, detail, this.requestId, headers, status, this.trace?.traceId);
     this.status = res.statusCode;
   }
 
@@ -1033,6 +1070,8 @@ class Attempt {
   sentAt = 0;
   /** Response status, 0 until headers arrive. */
   status = 0;
+  /** The client span of this attempt, when the request is sampled. */
+  span: AttemptSpan | undefined = undefined;
   ended = false;
   timedOut = false;
   /** The exchange gave up on it before it had a connection: abort it when it gets one. */

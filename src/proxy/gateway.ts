@@ -4,6 +4,7 @@ import { compileSnapshot, type Snapshot } from '../compile/snapshot.js';
 import type { Config } from '../config/schema.js';
 import { type AccessLog, createAccessLog } from '../observability/access-log.js';
 import { GatewayMetrics } from '../observability/metrics.js';
+import { Tracer } from '../observability/tracing.js';
 import { logUpstreamEvents } from '../observability/upstream-events.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
@@ -18,6 +19,9 @@ export class Gateway implements ExchangeHost {
   viaValue = '';
   onFinish: ((ex: Exchange) => void) | undefined = undefined;
   metrics: GatewayMetrics | undefined = undefined;
+  tracer: Tracer | undefined = undefined;
+  /** The tracing settings `tracer` was built with. */
+  #tracerKey = '';
   /** The metrics settings `metrics` was built with (a change rebuilds it). */
   #metricsKey = '';
   #snapshot: Snapshot | undefined;
@@ -132,6 +136,7 @@ export class Gateway implements ExchangeHost {
     if (nextLog !== null) this.#swapAccessLog(nextLog);
     this.#accessLog?.setOptions(config.accessLog);
     this.#setMetrics(config);
+    this.#setTracer(config);
     this.#composeFinish();
 
     // Retire what the new config no longer has.
@@ -178,18 +183,30 @@ export class Gateway implements ExchangeHost {
       key === '' ? undefined : new GatewayMetrics(config.metrics, { snapshot: () => this.#snapshot });
   }
 
-  /** The one post-request step: metrics, access log; nothing at all (no clock reads) when all are off. */
+  /** Tracing on, off, or rebuilt (its exporter flushed and closed in the background) when settings changed. */
+  #setTracer(config: Config): void {
+    const key = config.tracing.enabled ? JSON.stringify(config.tracing) : '';
+    if (key === this.#tracerKey) return;
+    this.#tracerKey = key;
+    this.tracer?.close().catch(() => {});
+    this.tracer = key === '' ? undefined : new Tracer(config.tracing);
+  }
+
+  /** The one post-request step: metrics, access log, spans; nothing at all (no clock reads) when all are off. */
   #composeFinish(): void {
     const log = this.#accessLog;
     const metrics = this.metrics;
-    if (log === undefined && metrics === undefined) this.onFinish = undefined;
-    else if (metrics === undefined) this.onFinish = (ex) => log!.write(ex);
-    else if (log === undefined)
-      this.onFinish = (ex) => metrics.requestEnd(ex, performance.now() - ex.startedAt);
+    const tracer = this.tracer;
+    if (log === undefined && metrics === undefined && tracer === undefined) this.onFinish = undefined;
+    else if (tracer === undefined && metrics === undefined) this.onFinish = (ex) => log!.write(ex);
+    else if (tracer === undefined && log === undefined)
+      this.onFinish = (ex) => metrics!.requestEnd(ex, performance.now() - ex.startedAt);
     else
       this.onFinish = (ex) => {
-        metrics.requestEnd(ex, performance.now() - ex.startedAt);
-        log.write(ex);
+        const end = performance.now();
+        metrics?.requestEnd(ex, end - ex.startedAt);
+        log?.write(ex);
+        if (tracer !== undefined && ex.trace?.sampled) endSpan(tracer, ex, end);
       };
   }
 
@@ -219,6 +236,36 @@ export class Gateway implements ExchangeHost {
     await this.#upstreams.closeAll();
     this.#stopEventLog();
     this.metrics?.close();
+    // Spans still queued get a short, bounded chance to leave; a dead collector must not hold the exit.
+    if (this.tracer !== undefined) {
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.tracer.close().catch(() => {}),
+        new Promise<void>((resolve) => {
+          t = setTimeout(resolve, 2_000);
+        }),
+      ]);
+      clearTimeout(t);
+    }
     await this.#accessLog?.close();
   }
+}
+
+/** The server span of a sampled request (its attempts' client spans were filled as they ran). */
+function endSpan(tracer: Tracer, ex: Exchange, end: number): void {
+  const ua = ex.req.headers['user-agent'];
+  tracer.end(ex.trace!, {
+    method: ex.method,
+    route: ex.route?.name,
+    listener: ex.listener.name,
+    status: ex.res.headersSent ? ex.res.statusCode : ex.status,
+    errorCode: ex.errorCode,
+    start: ex.startedAt,
+    end,
+    scheme: ex.listener.scheme,
+    host: ex.host,
+    clientAddress: ex.clientAddress(),
+    userAgent: typeof ua === 'string' ? ua : undefined,
+    path: ex.path,
+  });
 }
