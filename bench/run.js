@@ -15,7 +15,14 @@ import {
 } from './harness/cpu.js';
 import { readOptions } from './harness/options.js';
 import { killAll, killAllOnExit, portInUse, waitReady } from './harness/processes.js';
-import { docsBlock, markdownTable, summarize, updateDocs, writeJson } from './harness/report.js';
+import {
+  docsBlock,
+  markdownTable,
+  refComparison,
+  summarize,
+  updateDocs,
+  writeJson,
+} from './harness/report.js';
 import { startUpstream, TARGETS, UPSTREAM_BODY, UPSTREAM_PORT, UPSTREAM_URL } from './harness/targets.js';
 import { describeMachine, ensureTools } from './harness/tools.js';
 import { runWrk } from './harness/wrk.js';
@@ -139,13 +146,14 @@ async function main() {
     pin: opts.pin,
     proxyCpu: PROXY_CPU,
     upstreamCpu: opts.upstreamCpu,
+    trellisRef: opts.trellisRef,
   };
 
   if (await portInUse(UPSTREAM_PORT)) throw new Error(`upstream port ${UPSTREAM_PORT} is already in use`);
   const upstream = startUpstream(ctx);
   ctx.upstream = upstream;
   await waitReady(upstream, UPSTREAM_URL, { timeoutMs: 10_000, expectBody: UPSTREAM_BODY });
-  const machine = await describeMachine({ benchDir, repoDir });
+  const machine = await describeMachine({ benchDir, repoDir, trellisRef: opts.trellisRef });
 
   const pinning = opts.pin
     ? `wrk on core ${LOAD_CPU}, proxy on core ${PROXY_CPU}, upstream on core ${opts.upstreamCpu}`
@@ -191,6 +199,8 @@ async function main() {
   const command = `npm run bench${opts.argv.length ? ` -- ${opts.argv.map(shellQuote).join(' ')}` : ''}`;
   const date = new Date().toISOString().slice(0, 10);
   console.log(`\n${table}\n`);
+  const vsRef = refComparison(summary, runsByTarget);
+  if (vsRef) console.log(`${vsRef}\n`);
 
   const jsonFile = path.join(benchDir, 'results', 'latest.json');
   const { argv: _argv, ...settings } = opts;

@@ -1,4 +1,6 @@
 // Command-line flags (each with an environment variable for CI and wrappers); flags win.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 export const TARGET_NAMES = [
@@ -7,6 +9,7 @@ export const TARGET_NAMES = [
   'node-minimal',
   'fast-gateway',
   'fastify-http-proxy',
+  'trellis-ref', // only with --trellis-ref
   'trellis',
 ];
 
@@ -18,6 +21,8 @@ const HELP = `Usage: npm run bench -- [flags]
   --threads <n>          wrk threads (BENCH_THREADS, default 1)
   --runs <n>             rounds over all targets, interleaved (BENCH_RUNS, default 3)
   --only <a,b,...>       targets to run (BENCH_ONLY), of: ${TARGET_NAMES.join(', ')}
+  --trellis-ref <dir>    also run target trellis-ref: another Trellis checkout, built, on bench/trellis.yaml
+                         (BENCH_TRELLIS_REF; e.g. a git worktree of an older commit, to measure a change)
   --upstream-cpu <0|1>   core the upstream is pinned to (BENCH_UPSTREAM_CPU, default 0)
   --no-pin               run without taskset (to see what pinning changes)
   --start-timeout <time> how long a target may take to answer 200 (default 20s)
@@ -55,6 +60,7 @@ export function readOptions(argv = process.argv.slice(2), env = process.env) {
       threads: { type: 'string' },
       runs: { type: 'string' },
       only: { type: 'string' },
+      'trellis-ref': { type: 'string' },
       'upstream-cpu': { type: 'string' },
       'no-pin': { type: 'boolean', default: false },
       'start-timeout': { type: 'string' },
@@ -65,7 +71,15 @@ export function readOptions(argv = process.argv.slice(2), env = process.env) {
   });
   if (values.help) return { help: HELP };
 
-  const only = (values.only ?? env.BENCH_ONLY ?? TARGET_NAMES.join(','))
+  const refFlag = values['trellis-ref'] ?? env.BENCH_TRELLIS_REF;
+  const trellisRef = refFlag ? path.resolve(refFlag) : null;
+  if (trellisRef && !existsSync(path.join(trellisRef, 'dist', 'cli', 'main.js')))
+    throw new Error(
+      `--trellis-ref: ${trellisRef} is not a built Trellis checkout (run npm ci && npm run build there)`,
+    );
+  const available = TARGET_NAMES.filter((name) => name !== 'trellis-ref' || trellisRef);
+
+  const only = (values.only ?? env.BENCH_ONLY ?? available.join(','))
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
@@ -73,6 +87,8 @@ export function readOptions(argv = process.argv.slice(2), env = process.env) {
   if (unknown.length)
     throw new Error(`--only: unknown target(s) ${unknown.join(', ')}; known: ${TARGET_NAMES.join(', ')}`);
   if (only.length === 0) throw new Error('--only: no targets named');
+  if (only.includes('trellis-ref') && !trellisRef)
+    throw new Error('--only: trellis-ref needs --trellis-ref <dir> (the checkout to run)');
 
   const upstreamCpu = values['upstream-cpu'] ?? env.BENCH_UPSTREAM_CPU ?? '0';
   if (upstreamCpu !== '0' && upstreamCpu !== '1') throw new Error('--upstream-cpu: expected 0 or 1');
@@ -87,6 +103,7 @@ export function readOptions(argv = process.argv.slice(2), env = process.env) {
     targets: TARGET_NAMES.filter((name) => only.includes(name)),
     pin: !values['no-pin'],
     upstreamCpu: Number(upstreamCpu),
+    trellisRef,
     startTimeoutMs: parseDuration(values['start-timeout'] ?? '20s', '--start-timeout'),
     quietTimeoutMs: parseDuration(values['quiet-timeout'] ?? '60s', '--quiet-timeout'),
     writeDocs: values['write-docs'],

@@ -95,6 +95,30 @@ export function markdownTable(targets, summary) {
   return rows.join('\n') + (notes.length ? `\n\n${notes.join('\n')}` : '');
 }
 
+/**
+ * With --trellis-ref: trellis over trellis-ref for req/s, p50, p99 and CPU µs/req, as the ratio of the medians
+ * and as the median of the per-round ratios (the two ran back to back in each round, so the second is the
+ * one the VM's drift from round to round disturbs least). Null without both.
+ */
+export function refComparison(summary, runsByTarget) {
+  const now = summary.trellis;
+  const ref = summary['trellis-ref'];
+  if (!now?.runs || !ref?.runs) return null;
+  const refByRound = new Map(runsByTarget['trellis-ref'].filter((r) => !r.error).map((r) => [r.round, r]));
+  const pairs = runsByTarget.trellis.filter((r) => !r.error && refByRound.has(r.round));
+  const metrics = [
+    ['req/s', 'requestsPerSec', (r) => r.requestsPerSec],
+    ['p50', 'p50Ms', (r) => r.latencyMs.p50],
+    ['p99', 'p99Ms', (r) => r.latencyMs.p99],
+    ['CPU µs/req', 'cpuUsPerRequest', (r) => r.cpuUsPerRequest],
+  ];
+  const parts = metrics.map(([label, key, of]) => {
+    const perRound = median(pairs.map((r) => of(r) / of(refByRound.get(r.round))));
+    return `${label} ${(now[key] / ref[key]).toFixed(3)} (${perRound === null ? '–' : perRound.toFixed(3)})`;
+  });
+  return `trellis / trellis-ref, ratio of medians (median of per-round ratios): ${parts.join(', ')}`;
+}
+
 export function writeJson(file, data) {
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(data, null, 2)}\n`);
@@ -115,7 +139,8 @@ export function docsBlock({ table, date, machine, command, options }) {
     table,
     '',
     `Machine: ${machine.nproc} cores, ${machine.cpu}, Linux ${machine.kernel}; Node ${machine.node}, ` +
-      `nginx ${machine.nginx ?? '–'}, wrk ${machine.wrk ?? '–'}; ${peers}; Trellis at ${machine.trellisCommit ?? '–'}.`,
+      `nginx ${machine.nginx ?? '–'}, wrk ${machine.wrk ?? '–'}; ${peers}; Trellis at ${machine.trellisCommit ?? '–'}` +
+      `${machine.trellisRef ? `, trellis-ref at ${machine.trellisRef.commit ?? machine.trellisRef.dir}` : ''}.`,
   ].join('\n');
 }
 

@@ -1,12 +1,22 @@
 // The targets: how each is started, on which port, pinned to which core. Ports are fixed (and free-checked)
 // because bench/trellis.yaml names them; the upstream's is the one every target forwards to.
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pinned, start } from './processes.js';
 
 export const UPSTREAM_PORT = 18000;
 export const UPSTREAM_URL = `http://127.0.0.1:${UPSTREAM_PORT}`;
 export const UPSTREAM_BODY = 'Hello, world!';
+const TRELLIS_PORT = 18080; // bench/trellis.yaml
+
+/** bench/trellis.yaml with its listener moved to `port`: the same gateway, for a second Trellis build beside the first. */
+export function trellisConfigOnPort(yaml, port) {
+  const listener = new RegExp(`^(\\s*port:\\s*)${TRELLIS_PORT}\\s*$`, 'gm');
+  const found = yaml.match(listener)?.length ?? 0;
+  if (found !== 1)
+    throw new Error(`bench/trellis.yaml: expected one "port: ${TRELLIS_PORT}" line, found ${found}`);
+  return yaml.replace(listener, `$1${port}`);
+}
 
 /** nginx as a plain reverse proxy with an upstream keep-alive pool, everything under `dir`. */
 export function nginxConfig({ dir, port }) {
@@ -43,7 +53,7 @@ http {
 
 /**
  * name → { port, start(ctx) }. `start` returns the process, or null for `direct` (which is the upstream).
- * ctx: { repoDir, benchDir, tmpDir, pin, proxyCpu }.
+ * ctx: { repoDir, benchDir, tmpDir, pin, proxyCpu, trellisRef }.
  */
 export const TARGETS = {
   direct: { port: UPSTREAM_PORT, start: () => null },
@@ -72,26 +82,40 @@ export const TARGETS = {
   'fast-gateway': nodePeer('fast-gateway', 18083, 'peers/fast-gateway.js'),
   'fastify-http-proxy': nodePeer('fastify-http-proxy', 18084, 'peers/fastify-http-proxy.js'),
 
-  trellis: {
-    port: 18080, // bench/trellis.yaml
+  // Another Trellis checkout (--trellis-ref), on the current tree's bench/trellis.yaml moved to its own port.
+  'trellis-ref': {
+    port: 18085,
     start(ctx) {
-      const [command, args] = pinned(
-        ctx.proxyCpu,
-        process.execPath,
-        ['bin/trellis.js', 'gateway', '--config', 'bench/trellis.yaml', '--workers', '1'],
-        ctx.pin,
-      );
-      return start({
-        name: 'trellis',
-        command,
-        args,
-        cwd: ctx.repoDir,
-        env: { NODE_ENV: 'production' },
-        logFile: path.join(ctx.tmpDir, 'trellis.log'),
-      });
+      const config = path.join(ctx.tmpDir, 'trellis-ref.yaml');
+      const yaml = readFileSync(path.join(ctx.benchDir, 'trellis.yaml'), 'utf8');
+      writeFileSync(config, trellisConfigOnPort(yaml, this.port));
+      return startTrellis(ctx, 'trellis-ref', ctx.trellisRef, config);
     },
   },
+
+  trellis: {
+    port: TRELLIS_PORT,
+    start: (ctx) => startTrellis(ctx, 'trellis', ctx.repoDir, 'bench/trellis.yaml'),
+  },
 };
+
+/** `node bin/trellis.js gateway --config <config> --workers 1` of the checkout in `dir`. */
+function startTrellis(ctx, name, dir, config) {
+  const [command, args] = pinned(
+    ctx.proxyCpu,
+    process.execPath,
+    [path.join(dir, 'bin', 'trellis.js'), 'gateway', '--config', config, '--workers', '1'],
+    ctx.pin,
+  );
+  return start({
+    name,
+    command,
+    args,
+    cwd: dir,
+    env: { NODE_ENV: 'production' },
+    logFile: path.join(ctx.tmpDir, `${name}.log`),
+  });
+}
 
 function nodePeer(name, port, script) {
   return {

@@ -65,15 +65,16 @@ function packageVersion(dir, name) {
 }
 
 /** What the numbers were measured on and with. */
-export async function describeMachine({ benchDir, repoDir }) {
+export async function describeMachine({ benchDir, repoDir, trellisRef }) {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
   const nproc = firstLine((await run('nproc', [], { timeoutMs: 5000 })).stdout);
   const nginx = await run('nginx', ['-v'], { timeoutMs: 5000 }); // prints to stderr
   const wrk = await run('wrk', ['-v'], { timeoutMs: 5000 }); // prints usage and exits 1
-  const commit = firstLine(
-    (await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoDir, timeoutMs: 5000 })).stdout,
-  );
+  const commitOf = async (dir) =>
+    firstLine((await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: dir, timeoutMs: 5000 })).stdout) ||
+    null;
+  const commit = await commitOf(repoDir);
   return {
     nproc: Number(nproc) || os.cpus().length,
     cpu: model,
@@ -81,7 +82,8 @@ export async function describeMachine({ benchDir, repoDir }) {
     node: process.version,
     nginx: /nginx\/(\S+)/.exec(nginx.stderr + nginx.stdout)?.[1] ?? null,
     wrk: /wrk (\S+)/.exec(wrk.stdout + wrk.stderr)?.[1] ?? null,
-    trellisCommit: commit || null,
+    trellisCommit: commit,
+    ...(trellisRef ? { trellisRef: { dir: trellisRef, commit: await commitOf(trellisRef) } } : {}),
     peers: Object.fromEntries(
       ['fast-gateway', 'fast-proxy-lite', 'fastify', '@fastify/http-proxy', 'undici'].map((name) => [
         name,
