@@ -184,7 +184,7 @@ describe('schema errors', () => {
     ]);
     // Nothing close: the known keys are listed instead.
     expect(errors([...BASE, 'admin: { bogus: 1 }'])).toEqual([
-      '13:10 admin: unknown key "bogus"; expected one of: address, port, enabled',
+      '13:10 admin: unknown key "bogus"; expected one of: address, port, enabled, token',
     ]);
   });
 
