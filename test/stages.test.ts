@@ -68,6 +68,7 @@ beforeAll(async () => {
       attemptsHeader: false,
     },
     mirror: undefined,
+    websocket: undefined,
     fault: undefined,
     buffersBody: false,
   });

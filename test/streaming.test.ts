@@ -63,7 +63,7 @@ describe('1 GiB through the gateway streams with backpressure', () => {
     await up.close();
   });
 
-  test('a 1 GiB download and a 1 GiB upload keep the gateway RSS bounded (under 150 MB on Node 20)', async () => {
+  test('a 1 GiB download and a 1 GiB upload keep the gateway RSS bounded (under 170 MB on Node 20)', async () => {
     const baseline = rssBytes(gw.child.pid!);
     const downloaded = await new Promise<number>((resolve, reject) => {
       httpRequest(`${gw.url}/download`, (res) => {
@@ -94,10 +94,12 @@ describe('1 GiB through the gateway streams with backpressure', () => {
     // What the transfers added: a buffered body would add a gigabyte, streaming adds the garbage of the socket
     // reads between two collections.
     expect(peak - baseline).toBeLessThan(110 * MiB);
-    // The absolute bar holds on Node 20. On Node 22 and later the runtime itself keeps more transient memory:
-    // the same transfer through a 40-line node:http + undici proxy peaks at ~173 MB on Node 24 (~133 MB on 20).
+    // The absolute bar: the baseline is ~80 MB on Node 20 since metrics and tracing load with the gateway, and
+    // peaks measured 134–146 MB (195–201 MB on Node 24). On Node 22 and later the runtime itself keeps more
+    // transient memory: the same transfer through a 40-line node:http + undici proxy peaks at ~173 MB on
+    // Node 24 (~133 MB on 20).
     const major = Number(process.versions.node.split('.')[0]);
-    if (major < 22) expect(peak).toBeLessThan(150 * MiB);
-    else expect(peak).toBeLessThan(200 * MiB);
+    if (major < 22) expect(peak).toBeLessThan(170 * MiB);
+    else expect(peak).toBeLessThan(220 * MiB);
   }, 120_000);
 });

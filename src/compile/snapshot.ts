@@ -71,6 +71,16 @@ export interface FaultPolicy {
   readonly headers: boolean;
 }
 
+/** A route's WebSocket settings (present only when `websocket.enabled`). */
+export interface WebSocketPolicy {
+  /** ms without a byte either way before the WebSocket is closed with 1001; 0: never. */
+  readonly idleTimeout: number;
+  /** Infinity when the route sets no limit. */
+  readonly maxConnections: number;
+  /** Infinity when the route sets no limit. */
+  readonly maxMessageBytes: number;
+}
+
 /** A route ready to serve: only the stages it uses, its upstream resolved, nothing looked up by name. */
 export interface CompiledRoute {
   readonly name: string;
@@ -94,6 +104,8 @@ export interface CompiledRoute {
    * after a failed connect resends a streamed body that was not read yet.
    */
   readonly buffersBody: boolean;
+  /** Upgrades to WebSocket are accepted when set. */
+  readonly websocket: WebSocketPolicy | undefined;
 }
 
 export interface ListenerState {
@@ -102,7 +114,10 @@ export interface ListenerState {
   readonly router: Router<CompiledRoute>;
   /** Peers whose forwarding headers are trusted; undefined when nobody is. */
   readonly trusted: BlockList | undefined;
-  readonly scheme: 'http';
+  /** `https` when the listener has `tls`: X-Forwarded-Proto, Forwarded and redirects say so. */
+  readonly scheme: 'http' | 'https';
+  /** Lower-case name of the header that carries the client certificate upstream (and is stripped from requests). */
+  readonly clientCertHeader?: string | undefined;
 }
 
 export interface Snapshot {
@@ -135,6 +150,7 @@ export function compileSnapshot(
 
   const listeners = new Map<string, ListenerState>();
   for (const l of config.listeners) {
+    const scheme = l.tls === undefined ? ('http' as const) : ('https' as const);
     const specs: RouteMatchSpec<CompiledRoute>[] = [];
     const configIndex: number[] = [];
     config.routes.forEach((r, i) => {
@@ -146,7 +162,7 @@ export function compileSnapshot(
         methods: r.match.methods,
         headers: r.match.headers,
         query: r.match.query,
-        value: compileRoute(r, i, services, 'http'),
+        value: compileRoute(r, i, services, scheme),
       });
     });
     let router: Router<CompiledRoute>;
@@ -166,7 +182,8 @@ export function compileSnapshot(
         config: l,
         router,
         trusted: trustedList(l.trustedProxies),
-        scheme: 'http' as const,
+        scheme,
+        clientCertHeader: l.tls?.clientAuth.forwardHeader?.toLowerCase(),
       }),
     );
   }
@@ -226,6 +243,15 @@ function compileRoute(
     buffersBody:
       mirror !== undefined ||
       (retry.attempts > 1 && (retry.on & ~(RetryOn.connectFailure | RetryOn.refusedStream)) !== 0),
+    websocket: r.websocket.enabled ? webSocketPolicy(r.websocket) : undefined,
+  });
+}
+
+export function webSocketPolicy(w: RouteConfig['websocket']): WebSocketPolicy {
+  return Object.freeze({
+    idleTimeout: w.idleTimeout,
+    maxConnections: w.maxConnections ?? Number.POSITIVE_INFINITY,
+    maxMessageBytes: w.maxMessageBytes ?? Number.POSITIVE_INFINITY,
   });
 }
 

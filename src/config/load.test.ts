@@ -56,7 +56,12 @@ describe('loading valid configs', () => {
     expect(config.routes[0]!.backends).toEqual([{ service: 'demo', weight: 1 }]);
     expect(config.admin).toEqual({ address: '127.0.0.1', port: 9901, enabled: true });
     expect(config.accessLog.output).toBe('off');
-    expect(config.gateway).toEqual({ drainTimeout: 30_000, via: 'trellis', zone: '' });
+    expect(config.gateway).toEqual({
+      drainTimeout: 30_000,
+      websocketGrace: 30_000,
+      via: 'trellis',
+      zone: '',
+    });
     expect(source.file).toBe('test.yaml');
     expect(source.text).toBe(BASE.join('\n'));
     expect(source.hash).toMatch(/^[0-9a-f]{64}$/);

@@ -11,11 +11,12 @@ import { DEFAULT_MESSAGE, translateZodIssues } from './issues.js';
 import { type Config, configSchema } from './schema.js';
 import { resolveSecrets } from './secrets.js';
 import { checkSemantics, resolveAccessLogOutput } from './semantics.js';
+import { resolveTlsPaths } from './tls.js';
 
 export interface LoadOptions {
   /** Where `${env:NAME}` looks; default `process.env`. */
   env?: NodeJS.ProcessEnv;
-  /** Folder for relative `${file:}` and `accessLog.output` paths; default: the config file's folder. */
+  /** Folder for relative `${file:}`, `accessLog.output` and TLS file paths; default: the config file's folder. */
   baseDir?: string;
 }
 
@@ -124,6 +125,7 @@ function validate(
   if (issues.length > 0) return { ok: false, issues };
   // One meaning for a relative log path, whoever opens it later and from whichever working directory.
   config.accessLog.output = resolveAccessLogOutput(config.accessLog.output, baseDir);
+  for (const l of config.listeners) if (l.tls !== undefined) l.tls = resolveTlsPaths(l.tls, baseDir);
   return { ok: true, config: deepFreeze(config) };
 }
 

@@ -89,12 +89,82 @@ const percent = z.number().min(0).max(100);
 
 // ---------- listeners ----------
 
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
+
+/** A PEM file path (relative to the config file), or PEM text from `${file:PATH}` / `${env:NAME}`. */
+const pemSource = z.string().min(1, { message: 'expected a PEM file path' });
+
+const listenerTls = z
+  .strictObject({
+    certificates: z
+      .array(
+        z.strictObject({
+          cert: pemSource.describe(
+            'PEM file with the certificate, then its intermediates; relative to the config file. Reloaded when it changes.',
+          ),
+          key: pemSource.describe(
+            'PEM file with the unencrypted private key (or `${file:PATH}`); reloaded when it changes.',
+          ),
+          names: z
+            .array(
+              z.string().regex(/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {
+                message: 'expected a host name such as "api.example.com" or "*.example.com"',
+              }),
+            )
+            .min(1)
+            .optional()
+            .describe(
+              'SNI names this certificate serves: exact, or `*.suffix` for one more label. Each must be covered by the certificate. Absent: its DNS names.',
+            ),
+        }),
+      )
+      .min(1)
+      .describe(
+        'Chosen per connection by SNI: exact name, then wildcard, then the first certificate (the default, also for clients that send no SNI).',
+      ),
+    minVersion: tlsVersion
+      .default('TLSv1.2')
+      .describe('Oldest TLS version accepted (1.0 and 1.1 never are).'),
+    maxVersion: tlsVersion.optional().describe('Newest TLS version accepted. Absent: TLSv1.3.'),
+    ciphers: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "OpenSSL cipher list, colon-separated; TLS 1.3 suites (`TLS_AES_128_GCM_SHA256`…) may be listed too. Absent: Node.js's defaults.",
+      ),
+    clientAuth: z
+      .strictObject({
+        mode: z
+          .enum(['none', 'optional', 'required'])
+          .default('none')
+          .describe(
+            'Client certificates: none (not asked for); optional (asked for; an absent or unverified one is no identity); required (the handshake fails without a valid one).',
+          ),
+        ca: pemSource
+          .optional()
+          .describe('PEM bundle of the CAs client certificates must chain to. Required unless mode is none.'),
+        forwardHeader: headerName
+          .optional()
+          .describe(
+            'Send the verified client certificate upstream in this header (`By=…;Hash=…;Subject="…";URI=…;DNS=…`, as x-forwarded-client-cert). A client-sent header of this name is always removed.',
+          ),
+      })
+      .prefault({})
+      .describe('Client certificates (mutual TLS) at the edge; see docs/tls.md.'),
+  })
+  .describe('Serve HTTPS: certificates by SNI, TLS versions, client certificates. Absent: plain HTTP.');
+
 export const listenerSchema = z
   .strictObject({
     name,
     address: z.string().default('127.0.0.1').describe('Address to bind: an IPv4 or IPv6 address.'),
     port: z.number().int().min(0).max(65535).describe('TCP port to bind; 0 picks a free port.'),
-    protocol: z.enum(['http']).default('http').describe('Only `http` (HTTP/1.1) until TLS and HTTP/2 land.'),
+    protocol: z
+      .enum(['http'])
+      .default('http')
+      .describe('Only `http` (HTTP/1.1) until HTTP/2 lands; with `tls`, HTTP/1.1 over TLS.'),
+    tls: listenerTls.optional(),
     trustedProxies: z
       .array(z.string())
       .default([])
@@ -336,6 +406,38 @@ const fault = z
   })
   .describe('Fault injection for chaos tests: delays and aborts for a share of requests.');
 
+const websocket = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Accept WebSocket upgrades (HTTP/1.1 `Upgrade: websocket`) on this route; else they get 403.',
+      ),
+    idleTimeout: duration
+      .prefault(300_000)
+      .describe(
+        'Close (1001) a WebSocket after this long without a byte either way (pings count); 0: never.',
+      ),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe(
+        'Most open WebSockets on this route, per worker (503 websocket_limit_reached beyond). Absent: no limit but the service `circuitBreaker.maxRequests`.',
+      ),
+    maxMessageBytes: byteSize
+      .pipe(z.number().min(1, { message: 'expected at least 1 byte' }))
+      .optional()
+      .describe(
+        'Largest message either way, as sent on the wire (compressed, with permessage-deflate): a bigger one closes the WebSocket with 1009. Absent: no limit.',
+      ),
+  })
+  .describe(
+    'WebSocket proxying over HTTP/1.1: the handshake is routed like any request, then bytes are relayed.',
+  );
+
 export const routeSchema = z
   .strictObject({
     name,
@@ -370,6 +472,7 @@ export const routeSchema = z
         maxBodyBytes: byteSize.optional().describe('Largest request body (413 beyond). Absent: no limit.'),
       })
       .prefault({}),
+    websocket: websocket.prefault({}),
   })
   .describe('Which requests go where, and what happens to them on the way.');
 
@@ -706,6 +809,11 @@ export const tracingSchema = z
 export const gatewaySchema = z
   .strictObject({
     drainTimeout: duration.prefault(30_000).describe('How long SIGTERM waits for in-flight requests.'),
+    websocketGrace: duration
+      .prefault(30_000)
+      .describe(
+        'How long an open WebSocket stays after a reload removed its route (or its listener, or turned its `websocket` off) before it is closed with 1001.',
+      ),
     via: z
       .string()
       .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/, {

@@ -10,6 +10,7 @@ import { compileRouter, RouterCompileError } from '../router/index.js';
 import type { ConfigIssue, PathSegment } from './errors.js';
 import type { Config, RouteConfig, ServiceConfig } from './schema.js';
 import { didYouMean } from './suggest.js';
+import { inspectTls, isInlinePem } from './tls.js';
 
 export interface SemanticsOptions {
   /** Relative `accessLog.output` paths are resolved against this folder (the config file's); default: cwd. */
@@ -31,6 +32,9 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
   uniqueNames('route', 'routes', config.routes, add);
   uniqueNames('service', 'services', config.services, add);
   checkListeners(config, add);
+  config.listeners.forEach((l, i) => {
+    if (l.tls !== undefined) checkListenerTls(l.tls, ['listeners', i, 'tls'], opts, add);
+  });
   const serviceNames = config.services.map((s) => s.name);
   const listenerNames = config.listeners.map((l) => l.name);
   config.routes.forEach((route, i) => {
@@ -145,6 +149,11 @@ function checkResilience(r: RouteConfig, at: PathSegment[], services: string[], 
     add(
       [...at, r.mirror ? 'mirror' : 'fault'],
       'a route that answers locally has no upstream to mirror or fault',
+    );
+  if (r.websocket.enabled && (r.redirect || r.directResponse))
+    add(
+      [...at, 'websocket', 'enabled'],
+      'a route that answers locally has no upstream to relay a WebSocket to',
     );
 }
 
@@ -264,6 +273,27 @@ export function parseAddressOrCidr(
     return undefined;
   }
   return { address, prefix, family };
+}
+
+/** Certificates, keys and the client CA: read, parsed and checked now (see tls.ts), each error naming its file. */
+function checkListenerTls(
+  tls: NonNullable<Config['listeners'][number]['tls']>,
+  at: PathSegment[],
+  opts: SemanticsOptions,
+  add: Add,
+): void {
+  const secret = (path: PathSegment[]) =>
+    (opts.secretPaths ?? []).some(
+      (sp) => sp.length === path.length && sp.every((seg, k) => String(seg) === String(path[k])),
+    );
+  // A key written into the config itself would be shown by the admin API's /config; one from a reference is redacted.
+  tls.certificates.forEach((c, j) => {
+    const path = [...at, 'certificates', j, 'key'];
+    if (isInlinePem(c.key) && !secret(path))
+      add(path, 'a private key must not be written into the config: give its file path, or use ${file:PATH}');
+  });
+  const r = inspectTls(tls, opts.baseDir ?? process.cwd());
+  if (!r.ok) for (const p of r.problems) add([...at, ...p.path], p.message);
 }
 
 // ---------- routes ----------

@@ -140,8 +140,36 @@ export const errorCatalog = {
     status: 503,
     title: 'Not accepting requests on this connection',
     description:
-      'The listener this connection arrived on was removed by a config reload, so the connection is closing. Open a new connection (to a listener that exists).',
+      'The listener this connection arrived on was removed by a config reload, so the connection is closing; or the gateway is shutting down (SIGTERM) and takes no new WebSocket. Open a new connection (to a listener that exists, or another instance).',
     grpc: 14,
+  },
+  websocket_not_enabled: {
+    status: 403,
+    title: 'WebSocket not enabled on this route',
+    description:
+      'A WebSocket upgrade (`Upgrade: websocket`) matched a route whose `websocket.enabled` is false, so it was refused before anything went upstream. Set `routes[].websocket.enabled: true` on the route that should accept it.',
+    grpc: 7, // PERMISSION_DENIED
+  },
+  websocket_limit_reached: {
+    status: 503,
+    title: 'Too many WebSockets on this route',
+    description:
+      'The route already has `websocket.maxConnections` open WebSockets in this worker (handshakes in progress included), so the upgrade was refused. The limit frees up as WebSockets close; raise it or add workers.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  websocket_upgrade_failed: {
+    status: 502,
+    title: 'Upstream did not switch to WebSocket',
+    description:
+      'The endpoint answered the WebSocket handshake with 101 Switching Protocols but to another protocol than `websocket`. The connection to it was closed and nothing was relayed.',
+    grpc: 13, // INTERNAL
+  },
+  upgrade_not_supported: {
+    status: 400,
+    title: 'Upgrade request not supported',
+    description:
+      'An HTTP/1.1 Upgrade request that Trellis cannot serve: a WebSocket upgrade that is not `GET` over HTTP/1.1 (RFC 6455 §4.1), or an upgrade request with a body. Upgrade requests to other protocols without a body (such as `h2c`) are served as plain requests instead.',
+    grpc: 13,
   },
   internal_error: {
     status: 500,

@@ -20,6 +20,7 @@ import type { AttemptSpan, RequestTrace, Tracer } from '../observability/tracing
 import { normalizePath, type RouterRequest } from '../router/index.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamService } from '../upstream/service.js';
+import { type ClientCertificate, clientCertOf, forwardedClientCert } from './client-cert.js';
 import {
   connectionTokens,
   forwardedNode,
@@ -32,6 +33,7 @@ import {
   trailerObject,
 } from './headers.js';
 import type { LocalReply, StageContext, StageResult } from './stage.js';
+import type { WebSocketTunnels } from './websocket.js';
 
 /** What an exchange needs from the process it runs in. */
 export interface ExchangeHost {
@@ -45,6 +47,24 @@ export interface ExchangeHost {
   readonly metrics: GatewayMetrics | undefined;
   /** Tracing, when on. */
   readonly tracer: Tracer | undefined;
+  /** Open WebSockets and their per-route counts (absent: the listener keeps its own). */
+  readonly websockets?: WebSocketTunnels;
+}
+
+/**
+ * An HTTP/1.1 Upgrade the exchange proxies (WebSocket). The request is routed and runs its stages like any
+ * other; the upstream attempt asks undici for the upgrade, and a 101 hands both sockets to `switched`.
+ */
+export interface UpgradeHandler {
+  /** The token sent upstream in `Upgrade`, and required back in the 101. */
+  readonly protocol: string;
+  /** Called once the route is known: false when it answered the request itself (refused). */
+  routed(ex: Exchange, route: CompiledRoute): boolean;
+  /**
+   * The upstream switched protocols. `headers` is the 101's field list for the client, hop-by-hop fields
+   * removed, the gateway's and the route's response edits applied; `upstream` is the raw connection.
+   */
+  switched(ex: Exchange, headers: string[], upstream: Socket): void;
 }
 
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{1,5})?$/;
@@ -115,6 +135,8 @@ export class Exchange implements StageContext, RouterRequest {
   trace: RequestTrace | undefined = undefined;
   /** A retry was refused because the service's retry budget was spent. */
   retryBudgetExhausted = false;
+  /** Set (before `start`) for an upgrade request that is proxied as one (WebSocket). */
+  upgrade: UpgradeHandler | undefined = undefined;
   /** The current upstream attempt. */
   #attempt: Attempt | undefined = undefined;
   /** The request body kept for a retry or mirror (EMPTY: no body); undefined when it streams. */
@@ -159,6 +181,10 @@ export class Exchange implements StageContext, RouterRequest {
     return this.req.headers;
   }
 
+  get clientCert(): ClientCertificate | undefined {
+    return clientCertOf(this.req.socket);
+  }
+
   /** Runs the request to its end: routing, stages, upstream or local reply. */
   start(expectContinue: boolean): void {
     (this.res as ResWithExchange)[kExchange] = this;
@@ -183,6 +209,7 @@ export class Exchange implements StageContext, RouterRequest {
     const route = m.value;
     this.route = route;
     this.params = m.params;
+    if (this.upgrade !== undefined && !this.upgrade.routed(this, route)) return;
     if (this.#bodyLength > route.maxBodyBytes) {
       this.#localError('body_too_large', `body of ${this.#bodyLength} bytes exceeds ${route.maxBodyBytes}`);
       return;
@@ -248,6 +275,8 @@ export class Exchange implements StageContext, RouterRequest {
     let sawHost = false;
     // With tracing on, Trellis sends its own trace context upstream; the client's would name a stale parent.
     const traced = this.gw.tracer !== undefined;
+    // The client certificate header is the gateway's to set: whatever a client sends under that name goes.
+    const certHeader = this.listener.clientCertHeader;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
@@ -294,7 +323,7 @@ export class Exchange implements StageContext, RouterRequest {
           if (!traced) out.push(name, value);
           continue;
         default:
-          if (HOP_BY_HOP.has(name) || (traced && name.startsWith('x-b3-'))) continue;
+          if (HOP_BY_HOP.has(name) || (traced && name.startsWith('x-b3-')) || name === certHeader) continue;
           out.push(name, value);
       }
     }
@@ -345,6 +374,11 @@ export class Exchange implements StageContext, RouterRequest {
     if (via !== '') out.push('via', this.#via === undefined ? via : `${this.#via}, ${via}`);
     else if (this.#via !== undefined) out.push('via', this.#via);
     out.push('x-request-id', this.requestId);
+    const certHeader = this.listener.clientCertHeader;
+    if (certHeader !== undefined) {
+      const cert = forwardedClientCert(this.req.socket);
+      if (cert !== undefined) out.push(certHeader, cert);
+    }
   }
 
   // ---- upstream: admission, body, attempts, retries ----
@@ -459,7 +493,8 @@ export class Exchange implements StageContext, RouterRequest {
   #begin(): void {
     if (this.#done || this.res.headersSent) return;
     const route = this.route!;
-    if (route.mirror !== undefined && this.#replay !== undefined) this.#sendMirror(route.mirror);
+    if (route.mirror !== undefined && this.#replay !== undefined && this.upgrade === undefined)
+      this.#sendMirror(route.mirror);
     if (this.timed) this.upstreamStartedAt = performance.now();
     if (route.requestTimeout > 0) this.#timer = setTimeout(onRouteTimeout, route.requestTimeout, this);
     this.#dispatch();
@@ -532,6 +567,7 @@ export class Exchange implements StageContext, RouterRequest {
         // The route and per-try timers cover the wait for headers, time in the pool's queue included.
         headersTimeout: 0,
         bodyTimeout: route.upstreamIdleTimeout,
+        upgrade: this.upgrade?.protocol,
       },
       // undici's legacy handler callbacks (onConnect … onBodySent), which its types no longer describe.
       a as unknown as Dispatcher.DispatchHandler,
@@ -740,6 +776,76 @@ export class Exchange implements StageContext, RouterRequest {
   onData(chunk: Buffer): boolean {
     this.bytesOut += chunk.length;
     return this.res.write(chunk);
+  }
+
+  /**
+   * The upstream answered an upgrade request with 101: the attempt succeeded (outlier detection, latency, the
+   * breaker learn it now), and the upgrade handler takes both sockets. The admission slot stays taken until
+   * `upgradeEnded`, so that `circuitBreaker.maxRequests` counts open WebSockets.
+   */
+  attemptUpgrade(a: Attempt, statusCode: number, raw: Buffer[], socket: Socket): void {
+    const upgrade = this.upgrade;
+    if (a.ended || a !== this.#attempt || this.#done || this.#timedOut || upgrade === undefined) {
+      socket.destroy();
+      return;
+    }
+    clearTimeout(a.timer);
+    clearTimeout(this.#timer);
+    a.status = statusCode;
+    if (a.span !== undefined) a.span.status = statusCode;
+    const svc = this.service!;
+    if (this.timed) this.upstreamEndedAt = performance.now();
+    const switchedTo = fieldValue(raw, 'upgrade');
+    if (switchedTo === undefined || !hasToken(switchedTo, upgrade.protocol)) {
+      socket.destroy();
+      this.#endAttempt(a, 'protocol_error');
+      this.outcome = 'protocol_error';
+      this.#finishUpstream();
+      this.#localError(
+        'websocket_upgrade_failed',
+        `${a.ep.authority} answered 101 with Upgrade: ${switchedTo ?? '(none)'}, not ${upgrade.protocol}`,
+      );
+      return;
+    }
+    if (svc.observesLatency) {
+      const now = performance.now();
+      svc.observe(a.ep, now - a.sentAt, now, false);
+    }
+    this.status = statusCode;
+    this.outcome = 'success';
+    a.outcome = 'success';
+    this.#endAttempt(a, 'success');
+    if (this.#circuitProbe) {
+      // A half-open probe must not stay in flight for the life of a WebSocket.
+      this.#circuitProbe = false;
+      svc.circuit!.record('success');
+    }
+    const headers = responseHeaders(raw, this.requestId);
+    if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
+    const stages = this.route!.responseStages;
+    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
+    try {
+      upgrade.switched(this, headers, socket);
+    } catch (err) {
+      // A defect must cost this WebSocket, never the process (nor leave the client waiting).
+      socket.destroy();
+      this.req.socket.destroy(err as Error);
+      this.upgradeEnded();
+    }
+  }
+
+  /** The connection of an upgraded request closed (`bytesIn`/`bytesOut` counted by the tunnel): the request is over. */
+  upgradeEnded(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#finishUpstream();
+    this.gw.metrics?.requestFinished('http1');
+    this.gw.onFinish?.(this);
+  }
+
+  /** Answers the request with a catalogued error (for an upgrade handler that refuses it). */
+  replyError(code: ErrorCode, detail: string): void {
+    this.#localError(code, detail);
   }
 
   /** Request body bytes sent upstream, counted here only when the body streams (a buffered one is counted once). */
@@ -1046,6 +1152,21 @@ function limitDetail(svc: UpstreamService, limit: 'requests' | 'pending' | 'retr
   return `maxRetries (${cb.maxRetries}) retries in flight`;
 }
 
+/** The first value of a response field (`name` lower case) in undici's raw list. */
+function fieldValue(raw: readonly Buffer[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === name.length && raw[i]!.toString('latin1').toLowerCase() === name)
+      return raw[i + 1]!.toString('latin1');
+  }
+  return undefined;
+}
+
+/** Whether a comma-separated field value lists `token` (case-insensitive), as `Upgrade: websocket` does. */
+export function hasToken(value: string, token: string): boolean {
+  for (const part of value.split(',')) if (part.trim().toLowerCase() === token) return true;
+  return false;
+}
+
 /** `api.example.com:8080` → `api.example.com-shadow:8080`, as Envoy marks mirrored requests. */
 function shadowHost(host: string): string {
   const colon = host.lastIndexOf(':');
@@ -1097,6 +1218,9 @@ class Attempt {
   }
   onComplete(trailers: Array<Buffer | string> | null): void {
     this.ex.attemptComplete(this, trailers);
+  }
+  onUpgrade(status: number, raw: Buffer[], socket: Socket): void {
+    this.ex.attemptUpgrade(this, status, raw, socket);
   }
   onError(err: Error): void {
     this.ex.attemptError(this, err);

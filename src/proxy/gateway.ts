@@ -9,6 +9,8 @@ import { logUpstreamEvents } from '../observability/upstream-events.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
 import { ListenerRuntime, listenerKey } from './listener.js';
+import { WebSocketTunnels } from './websocket.js';
+import { CloseCode } from './ws-frames.js';
 
 /**
  * The proxy engine of one process: the live snapshot, the listeners that outlive it, and the pools it shares
@@ -20,6 +22,8 @@ export class Gateway implements ExchangeHost {
   onFinish: ((ex: Exchange) => void) | undefined = undefined;
   metrics: GatewayMetrics | undefined = undefined;
   tracer: Tracer | undefined = undefined;
+  /** Open WebSockets: they outlive snapshots, and close on SIGTERM or when a reload removed their route. */
+  readonly websockets = new WebSocketTunnels();
   /** The tracing settings `tracer` was built with. */
   #tracerKey = '';
   /** The metrics settings `metrics` was built with (a change rebuilds it). */
@@ -96,10 +100,12 @@ export class Gateway implements ExchangeHost {
         const state = snapshot.listeners.get(l.name)!;
         const existing = this.#listeners.get(key);
         if (existing) {
+          // New TLS contexts are built here, so that bad certificate files fail the apply, not the swap.
+          existing.prepare(state);
           wanted.set(key, existing);
           continue;
         }
-        const rt = new ListenerRuntime(this, state);
+        const rt = new ListenerRuntime(this, state, this.#log);
         await rt.listen();
         fresh.push(rt);
         wanted.set(key, rt);
@@ -147,6 +153,7 @@ export class Gateway implements ExchangeHost {
         rt.retire(config.gateway.drainTimeout).finally(() => this.#retired.delete(rt));
       }
     }
+    this.websockets.reconcile(this.#listeners.values(), config);
     this.#upstreams.commit(snapshot.services.values());
     return snapshot;
   }
@@ -218,7 +225,11 @@ export class Gateway implements ExchangeHost {
     this.draining = true;
     const listeners = [...this.#listeners.values(), ...this.#retired];
     this.#listeners.clear();
-    const closed = Promise.all(listeners.map((l) => l.close()));
+    // Open WebSockets are no longer the HTTP server's: they get 1001 Going Away now, and the servers close
+    // once they are gone.
+    this.websockets.draining = true;
+    this.websockets.goAwayAll(CloseCode.goingAway, 'server shutting down');
+    const closed = Promise.all([...listeners.map((l) => l.close()), this.websockets.closed()]);
     const idleSweep = setInterval(() => {
       for (const l of listeners) l.server.closeIdleConnections();
     }, 50);
@@ -232,6 +243,7 @@ export class Gateway implements ExchangeHost {
     if (result === 'deadline') {
       this.#log.warn({ deadlineMs }, 'drain deadline reached; closing remaining connections');
       for (const l of listeners) l.server.closeAllConnections();
+      this.websockets.destroyAll();
     }
     await this.#upstreams.closeAll();
     this.#stopEventLog();

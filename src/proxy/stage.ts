@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../core/errors.js';
+import type { ClientCertificate } from './client-cert.js';
 
 /** A reply a stage makes instead of going upstream. */
 export type LocalReply =
@@ -27,6 +28,11 @@ export interface StageContext {
   readonly upstreamHeaders: string[];
   /** Host header sent upstream, when not the client's. */
   upstreamHost: string | undefined;
+  /**
+   * The client certificate verified on this connection (HTTPS listeners with `clientAuth`), read on first use and
+   * once per connection; undefined on plain HTTP, without one, or with one that did not verify.
+   */
+  readonly clientCert: ClientCertificate | undefined;
 }
 
 /** What a stage returns: nothing to continue, a local reply, or a promise of either. Sync stages stay sync. */
