@@ -94,10 +94,17 @@ export async function createAccessLog(
         try {
           dest.flushSync();
         } catch {
-          // not yet open, or already closed
+          // not yet open, already closed, or a write in flight (end() below writes what is left)
         }
+        // Resolve once what was queued is written, so a drain or a reload never loses the last lines; bounded,
+        // so a stuck pipe never holds a shutdown.
+        const timer = setTimeout(resolve, 2_000);
+        timer.unref();
+        dest.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
         dest.end();
-        resolve();
       });
     },
   };
