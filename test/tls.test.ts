@@ -182,9 +182,20 @@ describe('SNI, versions, ALPN', () => {
     expect(v13.ok && v13.protocol).toBe('TLSv1.3');
   });
 
-  test('ALPN settles on http/1.1 when the client offers h2 too', async () => {
+  test('ALPN picks h2 when the client offers it, http/1.1 otherwise; http2.enabled false offers http/1.1 only', async () => {
     const h = await handshake(gw.port, { ALPNProtocols: ['h2', 'http/1.1'] });
-    expect(h.ok && h.alpn).toBe('http/1.1');
+    expect(h.ok && h.alpn).toBe('h2');
+    const h1 = await handshake(gw.port, { ALPNProtocols: ['http/1.1'] });
+    expect(h1.ok && h1.alpn).toBe('http/1.1');
+    const cfg = tlsConfig({ certificates: [pair('default')] });
+    cfg.listeners[0]!.http2 = { enabled: false };
+    const plain = await startGateway(cfg);
+    try {
+      const p = await handshake(plain.port, { ALPNProtocols: ['h2', 'http/1.1'] });
+      expect(p.ok && p.alpn).toBe('http/1.1');
+    } finally {
+      await plain.close();
+    }
   });
 
   test('requests are proxied with X-Forwarded-Proto https and Forwarded proto=https', async () => {

@@ -163,8 +163,50 @@ export const listenerSchema = z
     protocol: z
       .enum(['http'])
       .default('http')
-      .describe('Only `http` (HTTP/1.1) until HTTP/2 lands; with `tls`, HTTP/1.1 over TLS.'),
+      .describe('`http`: HTTP/1.1, plus HTTP/2 over TLS (ALPN) or h2c as `http2` says.'),
     tls: listenerTls.optional(),
+    http2: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe('TLS listeners: offer HTTP/2 by ALPN (h2, then http/1.1). No effect without `tls`.'),
+        h2c: z
+          .boolean()
+          .default(false)
+          .describe(
+            'Plain listeners: also accept cleartext HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on the same port.',
+          ),
+        maxConcurrentStreams: z
+          .number()
+          .int()
+          .min(1)
+          .max(10_000)
+          .default(100)
+          .describe('Most open streams per HTTP/2 connection; more are refused (REFUSED_STREAM).'),
+        maxHeaderListSize: byteSize
+          .pipe(z.number().min(1024, { message: 'expected at least 1024 bytes' }))
+          .optional()
+          .describe("Largest HTTP/2 header list (HPACK-decoded). Default: the listener's maxHeaderBytes."),
+        initialWindowSize: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 31 - 1)
+          .optional()
+          .describe('HTTP/2 initial stream flow-control window in bytes (default 65535).'),
+        maxSessionMemory: z
+          .number()
+          .int()
+          .min(1)
+          .max(1024)
+          .optional()
+          .describe(
+            'MiB one HTTP/2 connection may hold in buffers before new streams are refused (Node default 10).',
+          ),
+      })
+      .prefault({})
+      .describe('HTTP/2 downstream: over TLS by ALPN, and cleartext h2c by prior knowledge.'),
     trustedProxies: z
       .array(z.string())
       .default([])

@@ -80,6 +80,7 @@ interface PeerInfo {
   elementHost: string | undefined;
   element: string;
 }
+type H2Request = IncomingMessage & { stream: { endAfterHeaders: boolean } };
 type TaggedSocket = Socket & { [kPeer]?: PeerInfo; [kAnswered]?: boolean };
 
 /** Client address without the IPv4-mapped IPv6 prefix. */
@@ -106,6 +107,8 @@ export class Exchange implements StageContext, RouterRequest {
   readonly gw: ExchangeHost;
   readonly listener: ListenerState;
   readonly method: string;
+  /** An HTTP/2 stream (the compat API's Http2ServerRequest/Response, which stand in for IncomingMessage/ServerResponse). */
+  readonly h2: boolean;
   host = '';
   hostHeader = '';
   path = '/';
@@ -172,6 +175,7 @@ export class Exchange implements StageContext, RouterRequest {
     this.req = req;
     this.res = res;
     this.method = req.method ?? 'GET';
+    this.h2 = req.httpVersionMajor === 2;
     this.timed = gw.onFinish !== undefined;
     if (this.timed) this.startedAt = performance.now();
     gw.metrics?.requestStarted('http1');
@@ -277,9 +281,35 @@ export class Exchange implements StageContext, RouterRequest {
     const traced = this.gw.tracer !== undefined;
     // The client certificate header is the gateway's to set: whatever a client sends under that name goes.
     const certHeader = this.listener.clientCertHeader;
+    const h2 = this.h2;
+    let authority: string | undefined;
+    let cookie: string | undefined;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
+      if (h2) {
+        // Pseudo-headers (RFC 9113 §8.3) are the request line; :authority stands for Host.
+        if (name.charCodeAt(0) === 58 /* : */) {
+          if (name === ':authority') authority = value;
+          continue;
+        }
+        switch (name) {
+          // RFC 9113 §8.2.2: connection-specific fields make an HTTP/2 request malformed.
+          case 'connection':
+          case 'keep-alive':
+          case 'proxy-connection':
+          case 'transfer-encoding':
+          case 'upgrade':
+            return false;
+          case 'te':
+            if (value.trim().toLowerCase() !== 'trailers') return false;
+            continue;
+          // RFC 9113 §8.2.3: split cookies are joined again for an HTTP/1.1 upstream.
+          case 'cookie':
+            cookie = cookie === undefined ? value : `${cookie}; ${value}`;
+            continue;
+        }
+      }
       switch (name) {
         case 'host':
           // RFC 9112 §3.2: more than one Host is a 400.
@@ -327,8 +357,19 @@ export class Exchange implements StageContext, RouterRequest {
           out.push(name, value);
       }
     }
+    if (h2) {
+      if (cookie !== undefined) out.push('cookie', cookie);
+      // RFC 9113 §8.3.1: :authority over Host; the upstream's Host is built from hostHeader.
+      if (authority !== undefined && authority !== '') {
+        this.hostHeader = authority;
+        sawHost = true;
+      }
+      if (!sawHost) return false;
+      // No Content-Length: a body comes in DATA frames unless END_STREAM came with the headers.
+      if (this.#bodyLength === -1 && !(this.req as H2Request).stream.endAfterHeaders) this.#bodyLength = -2;
+    }
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
-    if (!sawHost && this.req.httpVersionMinor >= 1 && this.req.httpVersionMajor === 1) return false;
+    else if (!sawHost && this.req.httpVersionMinor >= 1 && this.req.httpVersionMajor === 1) return false;
     if (this.#connection !== undefined) {
       const tokens = connectionTokens(this.#connection);
       if (tokens) removeFields(out, tokens);
@@ -758,7 +799,8 @@ export class Exchange implements StageContext, RouterRequest {
     this.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
     a.outcome = this.outcome;
     try {
-      if (statusText) res.writeHead(statusCode, statusText, headers);
+      // HTTP/2 has no reason phrase.
+      if (statusText && !this.h2) res.writeHead(statusCode, statusText, headers);
       else res.writeHead(statusCode, headers);
     } catch (err) {
       // A field Node refuses to write (invalid characters): treat as a protocol error of the upstream.
@@ -858,7 +900,7 @@ export class Exchange implements StageContext, RouterRequest {
     if (a.discard) return;
     this.#finishUpstream();
     if (this.timed) this.upstreamEndedAt = performance.now();
-    if (trailers && trailers.length > 0 && this.res.chunkedEncoding)
+    if (trailers && trailers.length > 0 && (this.res.chunkedEncoding || this.h2))
       this.res.addTrailers(trailerObject(trailers));
     this.res.end();
   }
@@ -992,6 +1034,8 @@ export class Exchange implements StageContext, RouterRequest {
    */
   #beforeReply(close: boolean): void {
     // `req.complete` is false during the request event even without a body, so the framing decides.
+    // HTTP/2 has no connection to close for one stream: an unread body ends with the stream (RST_STREAM).
+    if (this.h2) return;
     const bodyPending = (this.#bodyLength > 0 || this.#bodyLength === -2) && !this.req.complete;
     if (close || bodyPending || this.gw.draining) this.res.shouldKeepAlive = false;
     if (bodyPending) (this.req.socket as TaggedSocket)[kAnswered] = true;

@@ -231,7 +231,7 @@ export class Gateway implements ExchangeHost {
     this.websockets.goAwayAll(CloseCode.goingAway, 'server shutting down');
     const closed = Promise.all([...listeners.map((l) => l.close()), this.websockets.closed()]);
     const idleSweep = setInterval(() => {
-      for (const l of listeners) l.server.closeIdleConnections();
+      for (const l of listeners) l.closeIdle();
     }, 50);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((resolve) => {
@@ -242,7 +242,7 @@ export class Gateway implements ExchangeHost {
     clearTimeout(timer);
     if (result === 'deadline') {
       this.#log.warn({ deadlineMs }, 'drain deadline reached; closing remaining connections');
-      for (const l of listeners) l.server.closeAllConnections();
+      for (const l of listeners) l.closeAll();
       this.websockets.destroyAll();
     }
     await this.#upstreams.closeAll();

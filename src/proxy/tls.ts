@@ -21,8 +21,10 @@ import { inspectTls, type TlsConfig } from '../config/tls.js';
  */
 export const certificateReload = { intervalMs: 2_000 };
 
-/** ALPN protocols offered. HTTP/2 will add 'h2' in front when the listener becomes an http2 secure server. */
+/** ALPN protocols offered by an HTTP/1.1-only listener (`http2.enabled: false`). */
 export const ALPN_PROTOCOLS: readonly string[] = ['http/1.1'];
+/** ALPN protocols offered by an HTTP/2 listener: h2 preferred, HTTP/1.1 on the same port. */
+export const ALPN_PROTOCOLS_H2: readonly string[] = ['h2', 'http/1.1'];
 
 /** Client-initiated renegotiation is a CPU sink and could swap the client certificate under a cached identity. */
 const SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION ?? 0;
@@ -71,12 +73,12 @@ export class TlsTerminator {
   }
 
   /** TLS options for `https.createServer` (or, with HTTP/2, `http2.createSecureServer`). */
-  serverOptions(handshakeTimeout: number): SecureContextOptions & Record<string, unknown> {
+  serverOptions(handshakeTimeout: number, http2 = false): SecureContextOptions & Record<string, unknown> {
     const set = this.#set;
     return {
       ...set.defaultOptions,
       SNICallback: this.#sni,
-      ALPNProtocols: [...ALPN_PROTOCOLS],
+      ALPNProtocols: [...(http2 ? ALPN_PROTOCOLS_H2 : ALPN_PROTOCOLS)],
       requestCert: set.requestCert,
       rejectUnauthorized: set.rejectUnauthorized,
       handshakeTimeout: handshakeTimeout > 0 ? handshakeTimeout : 120_000,
