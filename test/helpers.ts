@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import { afterEach } from 'vitest';
 import { configHash } from '../src/compile/snapshot.js';
 import { type ConfigInput, configSchema } from '../src/config/schema.js';
 import { Gateway } from '../src/proxy/gateway.js';
@@ -104,4 +105,46 @@ export function simpleConfig(
     admin: { enabled: false },
     ...extra,
   };
+}
+
+/**
+ * Upstreams and gateways started by a test and closed after it, last first. Call once per test file, at the
+ * top level: it registers the afterEach. `cleanup` takes anything else to undo.
+ */
+export function closedAfterEach(): {
+  cleanup: Array<() => unknown>;
+  upstream(handler?: (req: IncomingMessage, res: ServerResponse) => void): Promise<Upstream>;
+  gateway(input: ConfigInput): Promise<TestGateway>;
+} {
+  const cleanup: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f();
+  });
+  return {
+    cleanup,
+    async upstream(handler) {
+      const up = await startUpstream(handler);
+      cleanup.push(() => up.close());
+      return up;
+    },
+    async gateway(input) {
+      const gw = await startGateway(input);
+      cleanup.push(() => gw.close());
+      return gw;
+    },
+  };
+}
+
+/** One listener, one service `svc` at `endpoints` with `service` settings, one catch-all route with `route`. */
+export function serviceConfig(
+  endpoints: string[],
+  route: Record<string, unknown> = {},
+  service: Record<string, unknown> = {},
+): ConfigInput {
+  return {
+    listeners: [{ name: 'public', port: 0 }],
+    admin: { enabled: false },
+    services: [{ name: 'svc', endpoints, ...service }],
+    routes: [{ name: 'all', backends: [{ service: 'svc' }], ...route }],
+  } as ConfigInput;
 }

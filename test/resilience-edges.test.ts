@@ -3,42 +3,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import type { ConfigInput } from '../src/config/schema.js';
-import { startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.js';
+import { closedAfterEach, serviceConfig, startUpstream, type TestGateway } from './helpers.js';
 
 // Edge paths of the upstream attempt machinery (retries, timeouts, aborts, replay, mirror), on real sockets.
 // Every scenario runs a few dozen times and then checks that nothing stayed counted: a leaked admission or
 // endpoint count means maxRequests (or the balancer) eventually refuses everything.
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
+const { cleanup, upstream, gateway } = closedAfterEach();
+afterEach(() => {
   vi.restoreAllMocks();
-  for (const f of cleanup.splice(0).reverse()) await f();
 });
-
-async function upstream(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Upstream> {
-  const up = await startUpstream(handler);
-  cleanup.push(() => up.close());
-  return up;
-}
-
-async function gateway(input: ConfigInput): Promise<TestGateway> {
-  const gw = await startGateway(input);
-  cleanup.push(() => gw.close());
-  return gw;
-}
-
-function config(
-  endpoints: string[],
-  route: Record<string, unknown> = {},
-  service: Record<string, unknown> = {},
-): ConfigInput {
-  return {
-    listeners: [{ name: 'public', port: 0 }],
-    admin: { enabled: false },
-    services: [{ name: 'svc', endpoints, ...service }],
-    routes: [{ name: 'all', backends: [{ service: 'svc' }], ...route }],
-  } as ConfigInput;
-}
+const config = serviceConfig;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,43 +1,15 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { request } from 'undici';
-import { afterEach, describe, expect, test } from 'vitest';
-import type { ConfigInput } from '../src/config/schema.js';
-import { type Problem, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.js';
+import { describe, expect, test } from 'vitest';
+import { closedAfterEach, type Problem, serviceConfig } from './helpers.js';
 import { count, load, spawnUpstream, type UpstreamProcess } from './load.js';
 
 // Upstream failure for real: processes killed mid-load, instances that hang, reset or answer 503, on loopback.
 // Each load loop is bounded in requests and time.
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-async function upstream(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Upstream> {
-  const up = await startUpstream(handler);
-  cleanup.push(() => up.close());
-  return up;
-}
-
-async function gateway(input: ConfigInput): Promise<TestGateway> {
-  const gw = await startGateway(input);
-  cleanup.push(() => gw.close());
-  return gw;
-}
-
-function config(
-  endpoints: string[],
-  route: Record<string, unknown> = {},
-  service: Record<string, unknown> = {},
-): ConfigInput {
-  return {
-    listeners: [{ name: 'public', port: 0 }],
-    admin: { enabled: false },
-    services: [{ name: 'svc', endpoints, ...service }],
-    routes: [{ name: 'all', backends: [{ service: 'svc' }], ...route }],
-  } as ConfigInput;
-}
+const { cleanup, upstream, gateway } = closedAfterEach();
+const config = serviceConfig;
 
 const named = (name: string) => (req: IncomingMessage, res: ServerResponse) => {
   req.resume();

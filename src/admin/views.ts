@@ -1,4 +1,4 @@
-import type { Snapshot } from '../compile/snapshot.js';
+import { routeMatchSpec, type Snapshot } from '../compile/snapshot.js';
 import { REDACTED } from '../config/redact.js';
 import type { Config, RouteConfig } from '../config/schema.js';
 import {
@@ -99,14 +99,7 @@ export function listenerRoutes(
   config.routes.forEach((r, index) => {
     if (r.listeners && !r.listeners.includes(listener)) return;
     routes.push({ route: r, index });
-    specs.push({
-      hosts: r.match.hosts?.map((h) => h.toLowerCase()),
-      path: r.match.path,
-      methods: r.match.methods,
-      headers: r.match.headers,
-      query: r.match.query,
-      value: index,
-    });
+    specs.push(routeMatchSpec(r, index));
   });
   return { specs, routes };
 }

@@ -131,6 +131,18 @@ export interface Snapshot {
   readonly via: string;
 }
 
+/** A route's match as the router takes it, carrying `value` (the compiled route, or an index for views). */
+export function routeMatchSpec<T>(r: RouteConfig, value: T): RouteMatchSpec<T> {
+  return {
+    hosts: r.match.hosts?.map((h) => h.toLowerCase()),
+    path: r.match.path,
+    methods: r.match.methods,
+    headers: r.match.headers,
+    query: r.match.query,
+    value,
+  };
+}
+
 export function configHash(config: Config): string {
   return createHash('sha256').update(JSON.stringify(config)).digest('hex');
 }
@@ -156,14 +168,7 @@ export function compileSnapshot(
     config.routes.forEach((r, i) => {
       if (r.listeners && !r.listeners.includes(l.name)) return;
       configIndex.push(i);
-      specs.push({
-        hosts: r.match.hosts?.map((h) => h.toLowerCase()),
-        path: r.match.path,
-        methods: r.match.methods,
-        headers: r.match.headers,
-        query: r.match.query,
-        value: compileRoute(r, i, services, scheme),
-      });
+      specs.push(routeMatchSpec(r, compileRoute(r, i, services, scheme)));
     });
     let router: Router<CompiledRoute>;
     try {
