@@ -185,5 +185,9 @@ describe('tracing', () => {
     // 200 requests on loopback take well under a second; a blocked exporter would stall them.
     expect(performance.now() - t0).toBeLessThan(3000);
     expect(gw.gateway.tracer!.dropped).toBeGreaterThan(0);
+    // And an operator sees it.
+    const text = await gw.gateway.metrics!.registry.metrics();
+    const dropped = Number(/^trellis_spans_dropped_total (\d+)/m.exec(text)?.[1]);
+    expect(dropped).toBe(gw.gateway.tracer!.dropped);
   });
 });

@@ -33,6 +33,8 @@ import type { UpstreamService } from '../upstream/service.js';
 /** What the metrics read at scrape time: the snapshot serving traffic, for the upstream state gauges. */
 export interface MetricsHost {
   snapshot(): Snapshot | undefined;
+  /** Span counters of the tracer, when tracing is on. */
+  spans?(): { exported: number; dropped: number; queued: number } | undefined;
 }
 
 /** The Prometheus text exposition format, version 0.0.4. */
@@ -544,6 +546,25 @@ export class GatewayMetrics {
     });
     this.#reloads.inc({ result: 'success' }, 0);
     this.#reloads.inc({ result: 'failure' }, 0);
+    const spans = (key: 'exported' | 'dropped') => host.spans?.()?.[key] ?? 0;
+    new Counter({
+      name: 'trellis_spans_exported_total',
+      help: 'Spans the tracer handed to the OTLP collector (accepted by it). 0 while tracing is off.',
+      registers: [reg],
+      collect() {
+        this.reset();
+        this.inc(spans('exported'));
+      },
+    });
+    new Counter({
+      name: 'trellis_spans_dropped_total',
+      help: 'Spans lost: the export queue was full (a slow or absent collector), or an export failed after its retries. Requests are never slowed instead; alert on a steady increase.',
+      registers: [reg],
+      collect() {
+        this.reset();
+        this.inc(spans('dropped'));
+      },
+    });
     new Gauge({
       name: 'trellis_workers',
       help: 'Worker processes in this scrape: 1 per process, so a cluster scrape counts the workers that answered. Divide per-worker state gauges (trellis_endpoint_healthy, ...) by it.',

@@ -187,7 +187,12 @@ export class Gateway implements ExchangeHost {
     this.#metricsKey = key;
     this.metrics?.close();
     this.metrics =
-      key === '' ? undefined : new GatewayMetrics(config.metrics, { snapshot: () => this.#snapshot });
+      key === ''
+        ? undefined
+        : new GatewayMetrics(config.metrics, {
+            snapshot: () => this.#snapshot,
+            spans: () => this.tracer,
+          });
   }
 
   /** Tracing on, off, or rebuilt (its exporter flushed and closed in the background) when settings changed. */
