@@ -51,6 +51,7 @@ describe('loading valid configs', () => {
       trustedProxies: [],
       limits: { maxHeaderBytes: 16 * 1024, maxHeaderCount: 100, maxRequestsPerConnection: 0 },
       timeouts: { headers: 10_000, request: 300_000, idle: 60_000 },
+      http2: { enabled: true, h2c: false, maxConcurrentStreams: 100 },
     });
     expect(config.routes[0]!.timeouts).toEqual({ request: 15_000, upstreamIdle: 60_000 });
     expect(config.routes[0]!.backends).toEqual([{ service: 'demo', weight: 1 }]);
