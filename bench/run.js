@@ -16,14 +16,25 @@ import {
 import { readOptions } from './harness/options.js';
 import { killAll, killAllOnExit, portInUse, waitReady } from './harness/processes.js';
 import {
+  comparisons,
   docsBlock,
   markdownTable,
-  refComparison,
+  otlpSummary,
   summarize,
   updateDocs,
   writeJson,
 } from './harness/report.js';
-import { startUpstream, TARGETS, UPSTREAM_BODY, UPSTREAM_PORT, UPSTREAM_URL } from './harness/targets.js';
+import {
+  SINK_PORT,
+  SINK_URL,
+  sinkStats,
+  startSink,
+  startUpstream,
+  TARGETS,
+  UPSTREAM_BODY,
+  UPSTREAM_PORT,
+  UPSTREAM_URL,
+} from './harness/targets.js';
 import { describeMachine, ensureTools } from './harness/tools.js';
 import { runWrk } from './harness/wrk.js';
 
@@ -87,10 +98,12 @@ async function measure(name, round, ctx, opts) {
             `waiting up to ${opts.quietTimeoutMs / 1000} s)`,
         ),
     });
+    // A target that exports spans: the sink's counts before it starts and after it has stopped (and flushed).
+    const sinkBefore = target.otlp ? await sinkStats() : null;
     proc = target.start(ctx);
     if (proc) await waitReady(proc, url, { timeoutMs: opts.startTimeoutMs, expectBody: UPSTREAM_BODY });
     const load = { connections: opts.connections, threads: opts.threads, cpu: LOAD_CPU, pin: opts.pin };
-    await runWrk(url, { ...load, durationMs: opts.warmupMs });
+    const warmup = await runWrk(url, { ...load, durationMs: opts.warmupMs });
     const before = cpuSnapshot(proc, ctx.upstream);
     const result = await runWrk(url, { ...load, durationMs: opts.durationMs });
     const cpu = cpuBetween(before, cpuSnapshot(proc, ctx.upstream));
@@ -98,8 +111,16 @@ async function measure(name, round, ctx, opts) {
     // For direct the upstream is the target: its cost per request is the baseline the proxies add to.
     const targetCpu = proc ? cpu.proxy : cpu.upstream;
     const cpuUsPerRequest = (targetCpu * 1e6) / result.requestsPerSec;
+    let otlp;
+    if (sinkBefore) {
+      await proc.stop(); // SIGTERM: the gateway drains and flushes its span queue (bounded at 2 s) first
+      const after = await sinkStats();
+      otlp = { served: warmup.requests + result.requests };
+      for (const key of ['requests', 'bytes', 'spans', 'serverSpans', 'badRequests'])
+        otlp[key] = after[key] - sinkBefore[key];
+    }
     const { raw, ...numbers } = result;
-    return { round, ...numbers, cpu, cpuUsPerRequest, idleLoadBefore: idleLoad, wrkOutput: raw };
+    return { round, ...numbers, cpu, cpuUsPerRequest, otlp, idleLoadBefore: idleLoad, wrkOutput: raw };
   } catch (err) {
     const tail = proc?.tail(15);
     return {
@@ -153,6 +174,12 @@ async function main() {
   const upstream = startUpstream(ctx);
   ctx.upstream = upstream;
   await waitReady(upstream, UPSTREAM_URL, { timeoutMs: 10_000, expectBody: UPSTREAM_BODY });
+  let sink = null;
+  if (opts.targets.some((t) => TARGETS[t].otlp)) {
+    if (await portInUse(SINK_PORT)) throw new Error(`OTLP sink port ${SINK_PORT} is already in use`);
+    sink = startSink(ctx);
+    await waitReady(sink, `${SINK_URL}/stats`, { timeoutMs: 10_000 });
+  }
   const machine = await describeMachine({ benchDir, repoDir, trellisRef: opts.trellisRef });
 
   const pinning = opts.pin
@@ -176,7 +203,7 @@ async function main() {
       }
       r.discardedAsNoisy = discarded;
       runsByTarget[name].push(r);
-      const label = `[${round}/${opts.runs}] ${name.padEnd(19)}`;
+      const label = `[${round}/${opts.runs}] ${name.padEnd(22)}`;
       if (r.error) console.log(`${label} FAILED: ${r.error}`);
       else {
         const failed = Object.values(r.errors).reduce((a, b) => a + b, 0);
@@ -187,20 +214,26 @@ async function main() {
             `p50 ${formatMs(r.latencyMs.p50)}  p99 ${formatMs(r.latencyMs.p99)}  ` +
             `cpu: proxy ${pct(cpu.proxy)} upstream ${pct(cpu.upstream)} wrk ${pct(cpu.wrk)} other ${pct(cpu.other)} ` +
             `(cores ${Object.values(cpu.cores).map(pct).join('/')})  ${r.cpuUsPerRequest.toFixed(1)} µs/req` +
-            (failed ? `  (${failed} failed requests)` : ''),
+            (failed ? `  (${failed} failed requests)` : '') +
+            (r.otlp
+              ? `  otlp: ${r.otlp.serverSpans}/${r.otlp.served} traced, ${r.otlp.requests} exports`
+              : ''),
         );
       }
     }
   }
   await upstream.stop();
+  await sink?.stop();
 
   const summary = summarize(opts.targets, runsByTarget);
   const table = markdownTable(opts.targets, summary);
   const command = `npm run bench${opts.argv.length ? ` -- ${opts.argv.map(shellQuote).join(' ')}` : ''}`;
   const date = new Date().toISOString().slice(0, 10);
   console.log(`\n${table}\n`);
-  const vsRef = refComparison(summary, runsByTarget);
-  if (vsRef) console.log(`${vsRef}\n`);
+  const ratios = comparisons(summary, runsByTarget);
+  if (ratios) console.log(`${ratios}\n`);
+  const spans = otlpSummary(opts.targets, runsByTarget);
+  if (spans) console.log(`${spans}\n`);
 
   const jsonFile = path.join(benchDir, 'results', 'latest.json');
   const { argv: _argv, ...settings } = opts;

@@ -11,7 +11,14 @@ export const TARGET_NAMES = [
   'fastify-http-proxy',
   'trellis-ref', // only with --trellis-ref
   'trellis',
+  // Issue 7, only when named in --only: telemetry off, metrics + 1% tracing, metrics + 100% tracing.
+  'trellis-telemetry-off',
+  'trellis-telemetry',
+  'trellis-telemetry-full',
 ];
+
+/** Targets left out of a run without --only. */
+const OPT_IN = ['trellis-ref', 'trellis-telemetry-off', 'trellis-telemetry', 'trellis-telemetry-full'];
 
 const HELP = `Usage: npm run bench -- [flags]
 
@@ -23,6 +30,8 @@ const HELP = `Usage: npm run bench -- [flags]
   --only <a,b,...>       targets to run (BENCH_ONLY), of: ${TARGET_NAMES.join(', ')}
   --trellis-ref <dir>    also run target trellis-ref: another Trellis checkout, built, on bench/trellis.yaml
                          (BENCH_TRELLIS_REF; e.g. a git worktree of an older commit, to measure a change)
+                         The telemetry targets (trellis-telemetry-off, trellis-telemetry, trellis-telemetry-full:
+                         bench/<name>.yaml, spans to a local OTLP sink on 18001) run only when --only names them.
   --upstream-cpu <0|1>   core the upstream is pinned to (BENCH_UPSTREAM_CPU, default 0)
   --no-pin               run without taskset (to see what pinning changes)
   --start-timeout <time> how long a target may take to answer 200 (default 20s)
@@ -77,7 +86,9 @@ export function readOptions(argv = process.argv.slice(2), env = process.env) {
     throw new Error(
       `--trellis-ref: ${trellisRef} is not a built Trellis checkout (run npm ci && npm run build there)`,
     );
-  const available = TARGET_NAMES.filter((name) => name !== 'trellis-ref' || trellisRef);
+  const available = TARGET_NAMES.filter(
+    (name) => !OPT_IN.includes(name) || (name === 'trellis-ref' && trellisRef),
+  );
 
   const only = (values.only ?? env.BENCH_ONLY ?? available.join(','))
     .split(',')

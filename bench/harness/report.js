@@ -95,17 +95,24 @@ export function markdownTable(targets, summary) {
   return rows.join('\n') + (notes.length ? `\n\n${notes.join('\n')}` : '');
 }
 
+/** Pairs compared when both ran: [numerator, denominator]. */
+export const COMPARISONS = [
+  ['trellis', 'trellis-ref'],
+  ['trellis-telemetry', 'trellis-telemetry-off'],
+  ['trellis-telemetry-full', 'trellis-telemetry-off'],
+];
+
 /**
- * With --trellis-ref: trellis over trellis-ref for req/s, p50, p99 and CPU µs/req, as the ratio of the medians
- * and as the median of the per-round ratios (the two ran back to back in each round, so the second is the
- * one the VM's drift from round to round disturbs least). Null without both.
+ * `num` over `den` for req/s, p50, p99 and CPU µs/req, as the ratio of the medians and as the median of the
+ * per-round ratios (the targets of one round ran back to back, so the second is the one the VM's drift from
+ * round to round disturbs least). Null without both.
  */
-export function refComparison(summary, runsByTarget) {
-  const now = summary.trellis;
-  const ref = summary['trellis-ref'];
+export function comparison(summary, runsByTarget, num, den) {
+  const now = summary[num];
+  const ref = summary[den];
   if (!now?.runs || !ref?.runs) return null;
-  const refByRound = new Map(runsByTarget['trellis-ref'].filter((r) => !r.error).map((r) => [r.round, r]));
-  const pairs = runsByTarget.trellis.filter((r) => !r.error && refByRound.has(r.round));
+  const refByRound = new Map(runsByTarget[den].filter((r) => !r.error).map((r) => [r.round, r]));
+  const pairs = runsByTarget[num].filter((r) => !r.error && refByRound.has(r.round));
   const metrics = [
     ['req/s', 'requestsPerSec', (r) => r.requestsPerSec],
     ['p50', 'p50Ms', (r) => r.latencyMs.p50],
@@ -116,7 +123,44 @@ export function refComparison(summary, runsByTarget) {
     const perRound = median(pairs.map((r) => of(r) / of(refByRound.get(r.round))));
     return `${label} ${(now[key] / ref[key]).toFixed(3)} (${perRound === null ? '–' : perRound.toFixed(3)})`;
   });
-  return `trellis / trellis-ref, ratio of medians (median of per-round ratios): ${parts.join(', ')}`;
+  return `${num} / ${den}, ratio of medians (median of per-round ratios): ${parts.join(', ')}`;
+}
+
+/** With --trellis-ref: trellis over trellis-ref (see comparison). */
+export function refComparison(summary, runsByTarget) {
+  return comparison(summary, runsByTarget, 'trellis', 'trellis-ref');
+}
+
+/** Every pair of COMPARISONS that ran, one line each; '' if none. */
+export function comparisons(summary, runsByTarget) {
+  return COMPARISONS.map(([num, den]) => comparison(summary, runsByTarget, num, den))
+    .filter(Boolean)
+    .join('\n');
+}
+
+/**
+ * Span export of the targets that traced (runs with `otlp`): over all their runs, requests wrk completed
+ * (warm-up and measurement), server spans and spans the sink received, export requests and bytes. A traced
+ * request is one server span, so server spans / requests is the share of requests whose spans arrived (a few
+ * more than wrk counted come from readiness probes and requests still in flight when wrk stopped).
+ */
+export function otlpSummary(targets, runsByTarget) {
+  const lines = [];
+  for (const name of targets) {
+    const runs = (runsByTarget[name] ?? []).filter((r) => !r.error && r.otlp);
+    if (runs.length === 0) continue;
+    const sum = (key) => runs.reduce((n, r) => n + r.otlp[key], 0);
+    const served = sum('served');
+    const server = sum('serverSpans');
+    const perRound = runs.map((r) => (r.otlp.serverSpans / r.otlp.served).toFixed(4)).join(' ');
+    lines.push(
+      `${name}: ${served.toLocaleString('en-US')} requests, ${server.toLocaleString('en-US')} server spans ` +
+        `(${((100 * server) / served).toFixed(2)}%), ${sum('spans').toLocaleString('en-US')} spans in ` +
+        `${sum('requests').toLocaleString('en-US')} exports, ${(sum('bytes') / 1e6).toFixed(1)} MB` +
+        `${sum('badRequests') ? `, ${sum('badRequests')} unreadable exports` : ''}; per round: ${perRound}`,
+    );
+  }
+  return lines.length ? `OTLP sink, server spans / requests:\n${lines.join('\n')}` : '';
 }
 
 export function writeJson(file, data) {

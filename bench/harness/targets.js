@@ -8,6 +8,9 @@ export const UPSTREAM_PORT = 18000;
 export const UPSTREAM_URL = `http://127.0.0.1:${UPSTREAM_PORT}`;
 export const UPSTREAM_BODY = 'Hello, world!';
 const TRELLIS_PORT = 18080; // bench/trellis.yaml
+// The OTLP collector of the telemetry targets (harness/otlp-sink.js); bench/trellis-telemetry*.yaml name it.
+export const SINK_PORT = 18001;
+export const SINK_URL = `http://127.0.0.1:${SINK_PORT}`;
 
 /** bench/trellis.yaml with its listener moved to `port`: the same gateway, for a second Trellis build beside the first. */
 export function trellisConfigOnPort(yaml, port) {
@@ -97,7 +100,25 @@ export const TARGETS = {
     port: TRELLIS_PORT,
     start: (ctx) => startTrellis(ctx, 'trellis', ctx.repoDir, 'bench/trellis.yaml'),
   },
+
+  // Issue 7: the current build with telemetry off, metrics + 1% tracing, metrics + 100% tracing. Each config
+  // names its own port (and the sink's), and is bench/trellis.yaml otherwise (telemetry.test.js checks).
+  'trellis-telemetry-off': trellisWith('trellis-telemetry-off', 18086),
+  'trellis-telemetry': trellisWith('trellis-telemetry', 18087, { otlp: true }),
+  'trellis-telemetry-full': trellisWith('trellis-telemetry-full', 18088, { otlp: true }),
 };
+
+/** The current build on bench/<name>.yaml; `otlp`: it exports spans to the sink, which the harness then starts. */
+function trellisWith(name, port, { otlp = false } = {}) {
+  return {
+    port,
+    otlp,
+    config: `bench/${name}.yaml`,
+    start(ctx) {
+      return startTrellis(ctx, name, ctx.repoDir, this.config);
+    },
+  };
+}
 
 /** `node bin/trellis.js gateway --config <config> --workers 1` of the checkout in `dir`. */
 function startTrellis(ctx, name, dir, config) {
@@ -137,6 +158,30 @@ function nodePeer(name, port, script) {
       });
     },
   };
+}
+
+/** The OTLP sink, started once for the whole run when a target exports spans; pinned like the upstream. */
+export function startSink(ctx) {
+  const [command, args] = pinned(
+    ctx.upstreamCpu,
+    process.execPath,
+    [path.join(ctx.benchDir, 'harness', 'otlp-sink.js'), String(SINK_PORT)],
+    ctx.pin,
+  );
+  return start({
+    name: 'otlp-sink',
+    command,
+    args,
+    cwd: ctx.benchDir,
+    logFile: path.join(ctx.tmpDir, 'otlp-sink.log'),
+  });
+}
+
+/** The sink's counts so far: { requests, bytes, spans, serverSpans, badRequests }. */
+export async function sinkStats() {
+  const res = await fetch(`${SINK_URL}/stats`, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`otlp sink: GET /stats answered ${res.status}`);
+  return res.json();
 }
 
 /** The upstream, started once for the whole run. */
