@@ -98,6 +98,8 @@ export function markdownTable(targets, summary) {
 /** Pairs compared when both ran: [numerator, denominator]. */
 export const COMPARISONS = [
   ['trellis', 'trellis-ref'],
+  // bench/trellis.yaml has metrics on (the default): trellis over trellis-telemetry-off is the cost of metrics alone.
+  ['trellis', 'trellis-telemetry-off'],
   ['trellis-telemetry', 'trellis-telemetry-off'],
   ['trellis-telemetry-full', 'trellis-telemetry-off'],
 ];
