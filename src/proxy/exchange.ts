@@ -18,6 +18,7 @@ import { sendProblem } from '../core/problem.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AttemptSpan, RequestTrace, Tracer } from '../observability/tracing.js';
 import { normalizePath, type RouterRequest } from '../router/index.js';
+import type { Consumer } from '../stages/policy.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamService } from '../upstream/service.js';
 import { type ClientCertificate, clientCertOf, forwardedClientCert } from './client-cert.js';
@@ -117,6 +118,8 @@ export class Exchange implements StageContext, RouterRequest {
   upstreamPath = '/';
   upstreamHeaders: string[] = [];
   upstreamHost: string | undefined = undefined;
+  consumer: Consumer | undefined = undefined;
+  claims: Readonly<Record<string, unknown>> | undefined = undefined;
   requestId = '';
   route: CompiledRoute | undefined = undefined;
   service: UpstreamService | undefined = undefined;

@@ -1,4 +1,6 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import type { ErrorCode } from '../core/errors.js';
+import type { Consumer } from '../stages/policy.js';
 import type { ClientCertificate } from './client-cert.js';
 
 /** A reply a stage makes instead of going upstream. */
@@ -33,6 +35,14 @@ export interface StageContext {
    * once per connection; undefined on plain HTTP, without one, or with one that did not verify.
    */
   readonly clientCert: ClientCertificate | undefined;
+  /** Request headers as received (names lower case). */
+  readonly headers: IncomingHttpHeaders;
+  /** The client's address: the peer, or through trusted proxies the nearest untrusted X-Forwarded-For hop. */
+  clientAddress(): string;
+  /** Set by the authentication policy that accepted the request; undefined: anonymous. */
+  consumer: Consumer | undefined;
+  /** Claims of a verified token (JWT or introspection), for authorization and header mapping. */
+  claims: Readonly<Record<string, unknown>> | undefined;
 }
 
 /** What a stage returns: nothing to continue, a local reply, or a promise of either. Sync stages stay sync. */
