@@ -807,6 +807,12 @@ export const metricsSchema = z
       .default([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10])
       .describe('Histogram bucket bounds in seconds (OpenTelemetry HTTP defaults).'),
     process: z.boolean().default(true).describe('Process metrics: CPU, memory, event loop lag, handles.'),
+    gc: z
+      .boolean()
+      .default(false)
+      .describe(
+        '`nodejs_gc_duration_seconds`: observes every garbage collection, which costs about 6% CPU at full load.',
+      ),
   })
   .describe(
     'Prometheus metrics with bounded labels (route and service names, never paths or client values).',

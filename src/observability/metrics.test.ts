@@ -408,6 +408,31 @@ test('process metrics with metrics.process; the configured buckets', async () =>
   expect(find(await scrape(metrics()), 'process_cpu_seconds_total')).toHaveLength(0);
 });
 
+test('GC durations only with metrics.gc, and the observer stops with the last gateway that asked', async () => {
+  const churn = async () => {
+    // Enough short-lived garbage for several young-generation collections, then a turn of the event loop for
+    // the observer's callback.
+    const kept: object[] = [];
+    for (let i = 0; i < 200_000; i++) kept.push({ i, s: `x${i}` });
+    expect(kept).toHaveLength(200_000);
+    await new Promise((r) => setTimeout(r, 20));
+  };
+  const plain = metrics({ process: true });
+  await churn();
+  expect(find(await scrape(plain), 'nodejs_gc_duration_seconds_count')).toHaveLength(0);
+
+  const m = metrics({ process: true, gc: true });
+  await churn();
+  const counted = async () =>
+    find(await scrape(m), 'nodejs_gc_duration_seconds_count').find((x) => x.labels.kind === 'minor')?.value ??
+    0;
+  const before = await counted();
+  expect(before).toBeGreaterThan(0);
+  m.close();
+  await churn();
+  expect(await counted()).toBe(before);
+});
+
 test('aggregateWorkerMetrics sums counters, histograms and gauges, takes the highest config version', async () => {
   const w1 = metrics({ process: true });
   const w2 = metrics({ process: true });

@@ -1,14 +1,7 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { performance } from 'node:perf_hooks';
-import {
-  type Aggregator,
-  AggregatorRegistry,
-  Counter,
-  collectDefaultMetrics,
-  Gauge,
-  Histogram,
-  Registry,
-} from 'prom-client';
+import { createRequire } from 'node:module';
+import { PerformanceObserver, constants as perfConstants, performance } from 'node:perf_hooks';
+import { type Aggregator, AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Snapshot } from '../compile/snapshot.js';
 import { type MetricsConfig, metricsSchema } from '../config/schema.js';
 import type { Outcome } from '../core/outcome.js';
@@ -51,14 +44,81 @@ export function supervisorMetricsText(rejected: number): string {
 
 let processMetrics: Registry | undefined;
 
-/** The process-wide registry of prom-client's default process and Node.js metrics, created once. */
+// prom-client's default collectors, one by one, so that its GC observer can be left out: a PerformanceObserver
+// on 'gc' makes Node build an entry and call into JavaScript after every collection, which cost about 6% of the
+// gateway's CPU under load here (docs/benchmarks.md, "Issue 7"). `metrics.gc` turns our own, stoppable one on.
+const requireCjs = createRequire(import.meta.url);
+const DEFAULT_COLLECTORS = [
+  'processCpuTotal',
+  'processStartTime',
+  'osMemoryHeap',
+  'processOpenFileDescriptors',
+  'processMaxFileDescriptors',
+  'eventLoopLag',
+  'processHandles',
+  'processRequests',
+  'heapSizeAndUsed',
+  'heapSpacesSizeAndUsed',
+  'version',
+];
+type Collector = (registry: Registry, config: Record<string, unknown>) => void;
+
+/** The process-wide registry of prom-client's default process and Node.js metrics (GC left out), created once. */
 function processRegistry(): Registry {
   if (processMetrics === undefined) {
     processMetrics = new Registry();
-    collectDefaultMetrics({ register: processMetrics });
+    const names =
+      typeof process.getActiveResourcesInfo === 'function'
+        ? [...DEFAULT_COLLECTORS, 'processResources']
+        : DEFAULT_COLLECTORS;
+    for (const n of names) {
+      const collect = requireCjs(`prom-client/lib/metrics/${n}`) as Collector;
+      collect(processMetrics, { eventLoopMonitoringPrecision: 10 });
+    }
   }
   return processMetrics;
 }
+
+const GC_KINDS: Record<number, string> = {
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
+
+/**
+ * `nodejs_gc_duration_seconds{kind}` (prom-client's name and buckets), observed only while some gateway in this
+ * process has `metrics.gc` on: the observer is disconnected when the last one closes.
+ */
+const gcMetrics = {
+  registry: undefined as Registry | undefined,
+  users: 0,
+  observer: undefined as PerformanceObserver | undefined,
+  acquire(): Registry {
+    if (this.registry === undefined) {
+      this.registry = new Registry();
+      const h = new Histogram({
+        name: 'nodejs_gc_duration_seconds',
+        help: 'Garbage collection duration by kind, one of major, minor, incremental or weakcb.',
+        labelNames: ['kind'],
+        buckets: [0.001, 0.01, 0.1, 1, 2, 5],
+        registers: [this.registry],
+      });
+      const children = Object.fromEntries(Object.entries(GC_KINDS).map(([k, v]) => [k, h.labels(v)]));
+      this.observer = new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) {
+          const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+          if (kind !== undefined) children[kind]?.observe(e.duration / 1000);
+        }
+      });
+    }
+    if (this.users++ === 0) this.observer!.observe({ entryTypes: ['gc'] });
+    return this.registry;
+  },
+  release(): void {
+    if (this.users > 0 && --this.users === 0) this.observer!.disconnect();
+  },
+};
 
 export const METRICS_CONTENT_TYPE: string = Registry.PROMETHEUS_CONTENT_TYPE;
 
@@ -313,6 +373,8 @@ const AGGREGATION: Readonly<Record<string, Aggregator>> = {
 
 export class GatewayMetrics {
   registry: Registry;
+  /** This instance holds the GC observer (`metrics.gc`). */
+  #gc = false;
   readonly #host: MetricsHost;
   readonly #unsubscribe: Array<() => void> = [];
 
@@ -574,9 +636,15 @@ export class GatewayMetrics {
       },
     });
 
-    // Process metrics come from one registry per process: prom-client's collectors (event loop monitor, GC
-    // observer) cannot be stopped, so a gateway rebuilt by a reload must not add another set.
-    if (cfg.process) this.registry = Registry.merge([reg, processRegistry()]);
+    // Process metrics come from one registry per process: prom-client's collectors (the event loop monitor)
+    // cannot be stopped, so a gateway rebuilt by a reload must not add another set.
+    const merged = [reg];
+    if (cfg.process) merged.push(processRegistry());
+    if (cfg.gc) {
+      merged.push(gcMetrics.acquire());
+      this.#gc = true;
+    }
+    if (merged.length > 1) this.registry = Registry.merge(merged);
 
     this.#listen('trellis:outlier', (m) => {
       const e = m as OutlierEvent;
@@ -710,6 +778,8 @@ export class GatewayMetrics {
 
   close(): void {
     for (const fn of this.#unsubscribe.splice(0)) fn();
+    if (this.#gc) gcMetrics.release();
+    this.#gc = false;
   }
 
   #routeNode(listener: string, route: string): RouteNode {
@@ -910,9 +980,13 @@ export function renderMetricsDocs(): string {
     '`_max`, `_mean`, `_stddev`, `_p50`, `_p90`, `_p99` variants), `nodejs_heap_size_total_bytes`,',
     '`nodejs_heap_size_used_bytes`, `nodejs_heap_space_size_{total,used,available}_bytes{space}`,',
     '`nodejs_external_memory_bytes`, `nodejs_active_handles{type}`, `nodejs_active_requests{type}`,',
-    '`nodejs_active_resources{type}` (each with a `_total`), `nodejs_gc_duration_seconds{kind}` and',
-    '`nodejs_version_info`; on Linux also `process_virtual_memory_bytes`, `process_heap_bytes`, `process_open_fds`',
-    'and `process_max_fds`. They describe the worker processes, not the cluster primary.',
+    '`nodejs_active_resources{type}` (each with a `_total`) and `nodejs_version_info`; on Linux also',
+    '`process_virtual_memory_bytes`, `process_heap_bytes`, `process_open_fds` and `process_max_fds`. They describe',
+    'the worker processes, not the cluster primary.',
+    '',
+    "With `metrics.gc` (off by default), `nodejs_gc_duration_seconds{kind}` too (prom-client's name and buckets).",
+    "It is off because observing every garbage collection costs: about 6% of the gateway's CPU at full load on the",
+    'benchmark machine (docs/benchmarks.md, "Issue 7: cost of telemetry").',
     '',
     'In a cluster scrape they are sums over the workers (CPU seconds, memory, handles, file descriptors and their',
     'limit), except `process_start_time_seconds` (the earliest start), the event loop lag gauges (averaged over the',
