@@ -68,6 +68,7 @@ beforeAll(async () => {
       attemptsHeader: false,
     },
     mirror: undefined,
+    grpcWeb: false,
     websocket: undefined,
     fault: undefined,
     buffersBody: false,

@@ -11,7 +11,7 @@ import { DEFAULT_MESSAGE, translateZodIssues } from './issues.js';
 import { type Config, configSchema } from './schema.js';
 import { resolveSecrets } from './secrets.js';
 import { checkSemantics, resolveAccessLogOutput } from './semantics.js';
-import { resolveTlsPaths } from './tls.js';
+import { resolveTlsPaths, resolveUpstreamTlsPaths } from './tls.js';
 
 export interface LoadOptions {
   /** Where `${env:NAME}` looks; default `process.env`. */
@@ -126,6 +126,8 @@ function validate(
   // One meaning for a relative log path, whoever opens it later and from whichever working directory.
   config.accessLog.output = resolveAccessLogOutput(config.accessLog.output, baseDir);
   for (const l of config.listeners) if (l.tls !== undefined) l.tls = resolveTlsPaths(l.tls, baseDir);
+  for (const svc of config.services)
+    if (svc.tls !== undefined) svc.tls = resolveUpstreamTlsPaths(svc.tls, baseDir);
   return { ok: true, config: deepFreeze(config) };
 }
 

@@ -166,8 +166,9 @@ describe('addresses', () => {
     expect(endpointProblem('http://127.0.0.1:3000')).toBeUndefined();
     expect(endpointProblem('http://[::1]:3000/')).toBeUndefined();
     expect(endpointProblem('http://backend')).toBeUndefined();
-    expect(endpointProblem('https://a:1')).toBe(
-      'only http: endpoints are supported for now, got "https:" in "https://a:1"',
+    expect(endpointProblem('https://a:1')).toBeUndefined();
+    expect(endpointProblem('ftp://a:1')).toBe(
+      'expected an http: or https: endpoint, got "ftp:" in "ftp://a:1"',
     );
     expect(endpointProblem('http://u:p@a:1')).toBe(
       'an endpoint URL cannot hold credentials; expected an endpoint URL such as "http://127.0.0.1:3000"',
@@ -192,7 +193,7 @@ describe('addresses', () => {
         '      - http://127.0.0.1:3000/', //                                        8
       ]),
     ).toEqual([
-      '7:16 services[0].endpoints[1].url: only http: endpoints are supported for now, got "https:" in "https://127.0.0.1:3001"',
+      '7:16 services[0].endpoints[1].url: every endpoint of a service uses one scheme: this one is https://, an earlier one http://',
       '8:9 services[0].endpoints[2]: duplicate endpoint http://127.0.0.1:3000 (also services[0].endpoints[0])',
     ]);
   });

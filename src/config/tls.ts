@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { PathSegment } from './errors.js';
-import type { ListenerConfig } from './schema.js';
+import type { ListenerConfig, ServiceConfig } from './schema.js';
 
 export type TlsConfig = NonNullable<ListenerConfig['tls']>;
 
@@ -215,6 +215,90 @@ export function inspectTls(tls: TlsConfig, baseDir: string, now = Date.now()): T
 
   if (problems.length > 0) return { ok: false, problems };
   return { ok: true, material: { certificates, ca, files } };
+}
+
+export type UpstreamTlsConfig = NonNullable<ServiceConfig['tls']>;
+
+/** What a service's upstream TLS settings load: PEM text for the client side of the handshake. */
+export interface UpstreamTlsMaterial {
+  /** The CA bundle; undefined: the system's CAs. */
+  readonly ca: string | undefined;
+  /** The client certificate chain and its key, for endpoints that ask (mTLS). */
+  readonly cert: string | undefined;
+  readonly key: string | undefined;
+  /** Files read (absolute), for the reload check. */
+  readonly files: readonly string[];
+}
+
+/** A service's `tls` with every file path made absolute. */
+export function resolveUpstreamTlsPaths(tls: UpstreamTlsConfig, baseDir: string): UpstreamTlsConfig {
+  const abs = (v: string | undefined) => (v === undefined ? undefined : resolvePemPath(v, baseDir));
+  return { ...tls, ca: abs(tls.ca), cert: abs(tls.cert), key: abs(tls.key) };
+}
+
+/**
+ * Reads and checks a service's upstream TLS files: the CA bundle parses, the client certificate and key parse,
+ * belong together and are valid now, versions are in order. Validation and the upstream pools run this same code.
+ */
+export function inspectUpstreamTls(
+  tls: UpstreamTlsConfig,
+  baseDir: string,
+  now = Date.now(),
+): { problems: TlsProblem[]; material: UpstreamTlsMaterial | undefined } {
+  const problems: TlsProblem[] = [];
+  const add = (path: PathSegment[], message: string) => problems.push({ path, message });
+  const files: string[] = [];
+  if (tls.maxVersion !== undefined && tls.maxVersion < tls.minVersion)
+    add(['maxVersion'], `maxVersion ${tls.maxVersion} is below minVersion ${tls.minVersion}`);
+  const ca = tls.ca === undefined ? undefined : readCaBundle(tls.ca, baseDir, files, (m) => add(['ca'], m));
+  let cert: string | undefined;
+  let key: string | undefined;
+  if (tls.cert !== undefined && tls.key !== undefined) {
+    const certSource = source(tls.cert, baseDir, 'certificate');
+    const keySource = source(tls.key, baseDir, 'key');
+    const certText = readPem(certSource, files, (m) => add(['cert'], m));
+    const keyText = readPem(keySource, files, (m) => add(['key'], m));
+    if (certText !== undefined && keyText !== undefined) {
+      const certBlocks = pemBlocks(certText).filter((b) => b.type === 'CERTIFICATE');
+      const keyBlock = pemBlocks(keyText).find((b) => KEY_BLOCKS.has(b.type));
+      let x509: X509Certificate | undefined;
+      let keyObject: KeyObject | undefined;
+      if (certBlocks.length === 0)
+        add(['cert'], `${certSource.label} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+      else {
+        try {
+          x509 = new X509Certificate(certBlocks[0]!.text);
+        } catch (err) {
+          add(['cert'], `${certSource.label}: cannot parse the certificate: ${reason(err)}`);
+        }
+      }
+      if (keyBlock === undefined)
+        add(['key'], `${keySource.label} holds no PEM private key (-----BEGIN PRIVATE KEY-----)`);
+      else if (keyBlock.type === 'ENCRYPTED PRIVATE KEY' || /Proc-Type: 4,ENCRYPTED/.test(keyBlock.text))
+        add(['key'], `${keySource.label} is encrypted; Trellis needs an unencrypted private key`);
+      else {
+        try {
+          keyObject = createPrivateKey(keyBlock.text);
+        } catch (err) {
+          add(['key'], `${keySource.label}: cannot parse the private key: ${reason(err)}`);
+        }
+      }
+      if (x509 !== undefined && keyObject !== undefined) {
+        if (!x509.checkPrivateKey(keyObject))
+          add(['key'], `${keySource.label} is not the private key of ${certSource.label}`);
+        else {
+          const to = Date.parse(x509.validTo);
+          const from = Date.parse(x509.validFrom);
+          if (to < now) add(['cert'], `${certSource.label} expired on ${iso(to)}`);
+          else if (from > now) add(['cert'], `${certSource.label} is not valid before ${iso(from)}`);
+          cert = certBlocks.map((b) => b.text).join('\n');
+          key = keyBlock!.text;
+        }
+      }
+    }
+  }
+  if (problems.length > 0) return { problems, material: undefined };
+  return { problems, material: { ca, cert, key, files: [...new Set(files)] } };
 }
 
 /** Whether a certificate DNS name (exact or `*.suffix`) covers an SNI name (exact or `*.suffix`). */

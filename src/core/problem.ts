@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { ServerHttp2Stream } from 'node:http2';
 import { ERROR_TYPE_BASE, type ErrorCode, errorCatalog } from './errors.js';
 
 /** RFC 9457 problem details body for a catalogued error. */
@@ -59,4 +60,79 @@ export function rawProblemResponse(code: ErrorCode, detail: string): string {
     'connection: close\r\n\r\n' +
     body
   );
+}
+
+/**
+ * Percent-encodes a grpc-message (gRPC over HTTP/2 spec): bytes outside printable ASCII, and `%` itself, as %XX of
+ * the UTF-8 encoding.
+ */
+export function encodeGrpcMessage(message: string): string {
+  let plain = true;
+  for (let i = 0; i < message.length; i++) {
+    const c = message.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return message;
+  let out = '';
+  for (const b of Buffer.from(message, 'utf8')) {
+    out +=
+      b < 0x20 || b > 0x7e || b === 0x25
+        ? `%${b.toString(16).toUpperCase().padStart(2, '0')}`
+        : String.fromCharCode(b);
+  }
+  return out;
+}
+
+/**
+ * Answers a gRPC (or gRPC-Web) request with a catalogued error, the way gRPC clients read one: HTTP 200, the gRPC
+ * content type, and a trailers-only response whose `grpc-status` is the catalog's `grpc` code and whose
+ * `grpc-message` is the detail. Over HTTP/2 that is one HEADERS frame with END_STREAM; over HTTP/1.1 (gRPC-Web)
+ * the fields are headers of an empty body, which gRPC-Web clients take as trailers.
+ */
+export function sendGrpcError(
+  res: ServerResponse,
+  code: ErrorCode,
+  detail: string | undefined,
+  requestId: string | undefined,
+  contentType: string,
+  traceId?: string,
+  extraHeaders?: Record<string, string>,
+): void {
+  const spec = errorCatalog[code];
+  const message = encodeGrpcMessage(detail ?? spec.title);
+  const stream = (res as ServerResponse & { stream?: ServerHttp2Stream }).stream;
+  if (stream !== undefined && res.req?.httpVersionMajor === 2) {
+    const headers: Record<string, string | number> = {
+      ':status': 200,
+      'content-type': contentType,
+      'grpc-status': spec.grpc,
+      'grpc-message': message,
+      'x-trellis-error': code,
+    };
+    if (requestId) headers['x-request-id'] = requestId;
+    if (traceId) headers['x-trellis-trace-id'] = traceId;
+    if (extraHeaders) for (const name in extraHeaders) headers[name.toLowerCase()] ??= extraHeaders[name]!;
+    // Trailers-only: the compat API's writeHead + end would send HEADERS and then an empty DATA frame ending the
+    // stream, which gRPC clients read as a reply without a status.
+    if (!stream.destroyed && !stream.headersSent) stream.respond(headers, { endStream: true });
+    res.end();
+    return;
+  }
+  const headers: Record<string, string | number> = {
+    'content-type': contentType,
+    'content-length': 0,
+    'grpc-status': spec.grpc,
+    'grpc-message': message,
+    'cache-control': 'no-store',
+    'x-trellis-error': code,
+  };
+  if (requestId) headers['x-request-id'] = requestId;
+  if (traceId) headers['x-trellis-trace-id'] = traceId;
+  // Fields the route's response stages added (CORS, so that a browser may read the status; header edits).
+  if (extraHeaders) for (const name in extraHeaders) headers[name.toLowerCase()] ??= extraHeaders[name]!;
+  res.writeHead(200, headers);
+  res.end();
 }

@@ -1,4 +1,4 @@
-import type { Pool } from 'undici';
+import type { UpstreamPool } from './pools.js';
 
 /**
  * One upstream instance and its live state. Balancers read `active` and the latency estimate; active health
@@ -13,7 +13,7 @@ export class Endpoint {
   readonly origin: string;
   /** `127.0.0.1:3000`: the Host header when a route does not preserve the client's. */
   readonly authority: string;
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
   /** Relative share of traffic (weighted balancers, hash rings). Set from config; may change on reload. */
   weight = 1;
   /** Zone label for locality preference; '' when unset. */
@@ -38,7 +38,7 @@ export class Endpoint {
    */
   readonly #watchers = new Set<() => void>();
 
-  constructor(origin: string, authority: string, pool: Pool) {
+  constructor(origin: string, authority: string, pool: UpstreamPool) {
     this.origin = origin;
     this.authority = authority;
     this.pool = pool;

@@ -2,6 +2,7 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
+import type { SecureContext } from 'node:tls';
 import type { Endpoint } from './endpoint.js';
 import { type HealthEvent, healthChannel } from './events.js';
 
@@ -34,6 +35,8 @@ export type HealthCheckOptions = {
   healthyThreshold: number;
   /** consecutive failures to become unhealthy, default 3 */
   unhealthyThreshold: number;
+  /** TLS to https:// endpoints: the service's CA bundle and client certificate, and its SNI name if set. */
+  tls?: { context: SecureContext; servername: string | undefined } | undefined;
 } & (
   | {
       type: 'http';
@@ -270,6 +273,7 @@ function errorText(err: unknown): string {
 }
 
 function httpProbe(t: Target, o: HttpOptions, signal: AbortSignal): Promise<Verdict> {
+  const tls = o.tls;
   return new Promise<Verdict>((resolve, reject) => {
     const mod = t.secure ? https : http;
     const hostHeader = o.host ?? t.ep.authority;
@@ -281,7 +285,13 @@ function httpProbe(t: Target, o: HttpOptions, signal: AbortSignal): Promise<Verd
       // A connection of its own each time, closed after the check: never the endpoint's pool.
       agent: false,
       headers: { host: hostHeader, 'user-agent': USER_AGENT, connection: 'close', accept: '*/*' },
-      ...(t.secure ? { servername: net.isIP(hostOnly(hostHeader)) ? undefined : hostOnly(hostHeader) } : {}),
+      ...(t.secure
+        ? {
+            servername:
+              tls?.servername ?? (net.isIP(hostOnly(hostHeader)) ? undefined : hostOnly(hostHeader)),
+            ...(tls === undefined ? {} : { secureContext: tls.context }),
+          }
+        : {}),
     });
     const onAbort = () => req.destroy(new Error('aborted'));
     signal.addEventListener('abort', onAbort, { once: true });
@@ -367,11 +377,20 @@ function closeSession(t: Target): void {
   if (s && !s.destroyed) s.destroy();
 }
 
-function grpcSession(t: Target): http2.ClientHttp2Session {
+function grpcSession(t: Target, o: GrpcOptions): http2.ClientHttp2Session {
   const existing = t.session;
   if (existing && !existing.closed && !existing.destroyed) return existing;
   const origin = `${t.secure ? 'https' : 'http'}://${net.isIPv6(t.host) ? `[${t.host}]` : t.host}:${t.port}`;
-  const session = http2.connect(origin);
+  const tls = t.secure ? o.tls : undefined;
+  const session = http2.connect(
+    origin,
+    tls === undefined
+      ? {}
+      : {
+          secureContext: tls.context,
+          ...(tls.servername === undefined ? {} : { servername: tls.servername }),
+        },
+  );
   // Errors reach the in-flight check through its stream; this listener keeps them from being unhandled.
   session.on('error', () => {});
   session.on('close', () => {
@@ -453,7 +472,7 @@ export function decodeHealthCheckResponse(body: Buffer): number {
 
 function grpcProbe(t: Target, o: GrpcOptions, timeout: number, signal: AbortSignal): Promise<Verdict> {
   return new Promise<Verdict>((resolve, reject) => {
-    const session = grpcSession(t);
+    const session = grpcSession(t, o);
     const stream = session.request({
       ':method': 'POST',
       ':path': '/grpc.health.v1.Health/Check',

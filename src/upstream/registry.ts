@@ -1,7 +1,9 @@
-import type { Pool } from 'undici';
+import { isIP } from 'node:net';
 import type { ServiceConfig } from '../config/schema.js';
+import { serviceUsesTls } from '../config/semantics.js';
+import type { UpstreamTlsConfig } from '../config/tls.js';
 import { Endpoint } from './endpoint.js';
-import { PoolRegistry } from './pools.js';
+import { type PoolOptions, PoolRegistry, type UpstreamPool } from './pools.js';
 import { type EndpointSource, UpstreamService } from './service.js';
 
 /**
@@ -36,18 +38,26 @@ export class UpstreamRegistry implements EndpointSource {
     cfg: ServiceConfig,
     place: { weight: number; zone: string; priority: number },
   ): Endpoint {
-    const o = {
+    const secure = serviceUsesTls(cfg);
+    // DNS discovery hands out http:// origins of addresses; a TLS service reaches them over https.
+    const target = secure && origin.startsWith('http:') ? `https:${origin.slice(5)}` : origin;
+    const o: PoolOptions = {
       connections: cfg.pool.connections,
       pipelining: cfg.pool.pipelining,
       keepAliveTimeout: cfg.pool.keepAliveTimeout,
       connectTimeout: cfg.connectTimeout,
+      protocol: cfg.protocol,
+      maxConcurrentStreams: cfg.pool.maxConcurrentStreams,
+      tls: secure ? (cfg.tls ?? DEFAULT_TLS) : undefined,
+      // SNI: the configured name, else the endpoint's host name (DNS: the name resolved); never an IP address.
+      servername: secure ? (cfg.tls?.sni ?? serverName(authority)) : undefined,
     };
     // One object per service and endpoint settings: two services listing one URL do not share health,
-    // ejection or weight; the pool (keyed by origin and pool settings alone) they may share.
-    const key = `${cfg.name}|${origin}|${authority}|${place.weight}|${place.zone}|${place.priority}|${o.connections}|${o.pipelining}|${o.keepAliveTimeout}|${o.connectTimeout}`;
+    // ejection or weight; the pool (keyed by origin, protocol, TLS and pool settings alone) they may share.
+    const key = `${cfg.name}|${target}|${authority}|${place.weight}|${place.zone}|${place.priority}|${o.connections}|${o.pipelining}|${o.keepAliveTimeout}|${o.connectTimeout}|${o.protocol}|${o.maxConcurrentStreams}|${o.servername ?? ''}|${o.tls === undefined ? '' : JSON.stringify(o.tls)}`;
     let ep = this.#endpoints.get(key);
     if (!ep) {
-      ep = new Endpoint(origin, authority, this.#pools.get(origin, o));
+      ep = new Endpoint(target, authority, this.#pools.get(target, o));
       ep.weight = place.weight;
       ep.zone = place.zone;
       ep.priority = place.priority;
@@ -88,7 +98,7 @@ export class UpstreamRegistry implements EndpointSource {
   collect(): void {
     const used = new Set<Endpoint>();
     for (const svc of this.#services.values()) for (const ep of svc.endpoints) used.add(ep);
-    const pools = new Set<Pool>();
+    const pools = new Set<UpstreamPool>();
     for (const [key, ep] of this.#endpoints) {
       if (used.has(ep)) pools.add(ep.pool);
       else this.#endpoints.delete(key);
@@ -107,4 +117,15 @@ export class UpstreamRegistry implements EndpointSource {
     this.#endpoints.clear();
     await this.#pools.closeAll();
   }
+}
+
+/** TLS with the defaults: https:// endpoints and no `tls` settings (system CAs, SNI from the host). */
+const DEFAULT_TLS: UpstreamTlsConfig = { minVersion: 'TLSv1.2' };
+
+/** The host of an authority when it is a name (SNI carries names only, RFC 6066 §3). */
+function serverName(authority: string): string | undefined {
+  if (authority.startsWith('[')) return undefined;
+  const colon = authority.lastIndexOf(':');
+  const host = colon === -1 ? authority : authority.slice(0, colon);
+  return isIP(host) === 0 && host !== '' ? host : undefined;
 }

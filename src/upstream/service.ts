@@ -9,6 +9,7 @@ import { hashString } from './hash.js';
 import { HealthChecker, type HealthCheckOptions } from './health.js';
 import { OutlierDetector, type OutlierOptions } from './outlier.js';
 import { RetryBudget } from './retry-budget.js';
+import { upstreamSecureContext } from './upstream-tls.js';
 
 /** What a consistent-hash key is read from: the exchange provides it. */
 export interface HashSource {
@@ -51,6 +52,8 @@ export class UpstreamService {
   readonly endpointCapacity: number;
   /** Whether latency observations matter (P2C peak-EWMA): saves a clock read per attempt otherwise. */
   readonly observesLatency: boolean;
+  /** HTTP/2 to the endpoints (h2, h2c): a stream may be refused after part of a request body was read. */
+  readonly http2: boolean;
   #set: EndpointSet;
   readonly #balancer: Balancer;
   readonly #source: EndpointSource;
@@ -73,8 +76,10 @@ export class UpstreamService {
     const lb = cfg.loadBalancer;
     this.#balancer = createBalancer({ kind: lb.type });
     this.observesLatency = lb.type === 'p2c-ewma';
+    this.http2 = cfg.protocol !== 'http1';
     this.hashOf = lb.hashOn ? hashReader(lb.hashOn) : undefined;
-    this.endpointCapacity = cfg.pool.connections * cfg.pool.pipelining;
+    this.endpointCapacity =
+      cfg.pool.connections * (cfg.protocol === 'http1' ? cfg.pool.pipelining : cfg.pool.maxConcurrentStreams);
     const cb = cfg.circuitBreaker;
     this.admission = new Admission({
       maxRequests: cb.maxRequests,
@@ -223,7 +228,7 @@ export class UpstreamService {
     this.#health?.stop();
     this.#health = undefined;
     if (!hc || this.#set.all.length === 0) return;
-    this.#health = new HealthChecker(this.#set.all, healthOptions(hc), this.name);
+    this.#health = new HealthChecker(this.#set.all, healthOptions(hc, this.config), this.name);
     this.#health.start();
   }
 
@@ -267,13 +272,18 @@ function outlierOptions(od: ServiceConfig['outlierDetection']): OutlierOptions {
   };
 }
 
-function healthOptions(hc: NonNullable<ServiceConfig['healthCheck']>): HealthCheckOptions {
+function healthOptions(
+  hc: NonNullable<ServiceConfig['healthCheck']>,
+  cfg: ServiceConfig,
+): HealthCheckOptions {
   const common = {
     interval: hc.interval,
     jitter: hc.jitter,
     timeout: hc.timeout,
     healthyThreshold: hc.healthyThreshold,
     unhealthyThreshold: hc.unhealthyThreshold,
+    // Checks reach a TLS service as its requests do: its CA bundle, client certificate and SNI name.
+    tls: cfg.tls === undefined ? undefined : healthTls(cfg.tls),
   };
   if (hc.type === 'tcp') return { ...common, type: 'tcp' };
   if (hc.type === 'grpc') return { ...common, type: 'grpc', service: hc.grpcService };
@@ -328,4 +338,13 @@ function cookieValue(header: string, prefix: string): string | undefined {
     if (p.startsWith(prefix)) return p.slice(prefix.length);
   }
   return undefined;
+}
+
+function healthTls(tls: NonNullable<ServiceConfig['tls']>): HealthCheckOptions['tls'] {
+  try {
+    return { context: upstreamSecureContext(tls), servername: tls.sni };
+  } catch {
+    // Unreadable files fail the requests with a clear error already; checks then use the system defaults.
+    return undefined;
+  }
 }
