@@ -3,7 +3,7 @@ import { request as httpRequest, type Server } from 'node:http';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type AdminSource, createAdminServer, listenAdmin } from '../src/admin/server.js';
-import { routeStageNames, routesView, servicesView } from '../src/admin/views.js';
+import { routePolicies, routeStageNames, routesView, servicesView } from '../src/admin/views.js';
 import type { Snapshot } from '../src/compile/snapshot.js';
 import { loadConfigText, redactConfig } from '../src/config/index.js';
 import type { Config } from '../src/config/schema.js';
@@ -106,8 +106,21 @@ const YAML = `
 listeners:
   - name: public
     port: 0
+    policies: [loopback-only]
   - name: internal
     port: 0
+policies:
+  - name: loopback-only
+    type: ip-filter
+    allow: [127.0.0.0/8, "::1"]
+  - name: per-address
+    type: rate-limit
+    shadow: true
+    key: client-ip
+    limits: [{ requests: 1000, per: 1s }]
+  - name: browser
+    type: cors
+    origins: [https://app.example.com]
 services:
   - name: users
     endpoints: ["{{UPSTREAM}}", "http://127.0.0.1:1"]
@@ -134,6 +147,7 @@ routes:
     mirror: { service: shadow, percent: 50 }
     fault: { delay: { duration: 1ms, percent: 0 } }
     limits: { maxBodyBytes: 1MiB }
+    policies: [per-address, browser]
   - name: gated
     match: { path: { prefix: /v1 }, headers: [{ name: x-api-key, exact: "\${env:TRELLIS_ADMIN_TEST_KEY}" }] }
     backends: [{ service: users }]
@@ -439,10 +453,12 @@ describe('endpoints', () => {
       });
       expect(m.kind === 'match' && m.value.name, route.name).toBe(route.name);
       if (m.kind !== 'match') continue;
-      expect(routeStageNames(route)).toEqual({
-        request: m.value.stages.map((s) => s.name),
-        response: m.value.responseStages.map((s) => s.name),
-      });
+      // Policies run first (their stages are named after them), in the order the views give; then the route's
+      // own stages. Response stages: the route's own, then those policies add (CORS headers, ...).
+      const own = routeStageNames(route);
+      const policies = routePolicies(config, 'public', route).map((p) => p.name);
+      expect([...policies, ...own.request]).toEqual(m.value.stages.map((s) => s.name));
+      expect(m.value.responseStages.map((s) => s.name).slice(0, own.response.length)).toEqual(own.response);
     }
   });
 
@@ -542,8 +558,12 @@ describe('/explain', () => {
       },
       policies: {
         kind: 'proxy',
+        // The listener's policy first; then the route's by phase (CORS before rate limits), not as listed.
         pipeline: [
           'max-body-bytes',
+          'policy:loopback-only',
+          'policy:browser',
+          'policy:per-address',
           'rewrite',
           'request-headers',
           'fault',
@@ -558,6 +578,11 @@ describe('/explain', () => {
       },
     });
     expect(pub.policies.retry.attempts).toBe(3);
+    expect(pub.policies.policies).toEqual([
+      { name: 'loopback-only', type: 'ip-filter', phase: 'ipFilter', shadow: false, from: 'listener' },
+      { name: 'browser', type: 'cors', phase: 'cors', shadow: false, from: 'route' },
+      { name: 'per-address', type: 'rate-limit', phase: 'rateLimit', shadow: true, from: 'route' },
+    ]);
     const why = Object.fromEntries(
       pub.routes.map((r: { name: string; verdict: string; reasons: string[] }) => [
         r.name,

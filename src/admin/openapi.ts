@@ -67,6 +67,18 @@ const fault = nullable(
   }),
 );
 const kind: Schema = { type: 'string', enum: ['proxy', 'redirect', 'direct-response'] };
+const policies = described(
+  arr(
+    obj({
+      name: str,
+      type: described(str, 'The policy kind: api-key, jwt, rate-limit, ...'),
+      phase: described(str, 'ipFilter, cors, authn, authz, rateLimit, waf or transform (docs/policies.md).'),
+      shadow: bool,
+      from: { type: 'string', enum: ['listener', 'route'] },
+    }),
+  ),
+  'The policies the route runs, in the order they run, before its own stages.',
+);
 
 const schemas: Record<string, Schema> = {
   Error: obj(
@@ -126,7 +138,8 @@ const schemas: Record<string, Schema> = {
       query: nullable(arr(ref('ValueMatch'))),
     }),
     kind,
-    stages: described(arr(str), 'Request stages by name, in order.'),
+    policies,
+    stages: described(arr(str), 'Request stages by name, in order (after the policies).'),
     responseStages: arr(str),
     backends,
     preserveHost: bool,
@@ -258,6 +271,7 @@ const schemas: Record<string, Schema> = {
       obj({
         kind,
         pipeline: described(arr(str), 'What the request goes through, in order.'),
+        policies,
         stages: arr(str),
         responseStages: arr(str),
         backends,

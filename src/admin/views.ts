@@ -1,3 +1,4 @@
+import { inRunOrder, policyKind } from '../compile/policies.js';
 import { routeMatchSpec, type Snapshot } from '../compile/snapshot.js';
 import { REDACTED } from '../config/redact.js';
 import type { Config, RouteConfig } from '../config/schema.js';
@@ -13,6 +14,7 @@ import type { RouteMatchSpec, ValueMatchSpec } from '../router/index.js';
 import { compileRoute } from '../router/route.js';
 import { requestHeaderStage, responseHeaderStage } from '../stages/header-edits.js';
 import { directResponseStage, redirectStage } from '../stages/local-replies.js';
+import { PolicyPhase } from '../stages/policy.js';
 import { rewriteStage } from '../stages/rewrite.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamService } from '../upstream/service.js';
@@ -47,7 +49,12 @@ export interface RouteView {
   };
   /** `proxy`: to backends; `redirect` and `direct-response` answer locally. */
   kind: 'proxy' | 'redirect' | 'direct-response';
-  /** Request stages by name, in the order they run. */
+  /**
+   * The policies the route runs, in the order they run (before its own stages): its listener's and its own,
+   * by phase. `from`: attached by the listener or by the route.
+   */
+  policies: { name: string; type: string; phase: string; shadow: boolean; from: 'listener' | 'route' }[];
+  /** Request stages by name, in the order they run (after the policies). */
   stages: string[];
   /** Response stages by name, in the order they run. */
   responseStages: string[];
@@ -137,7 +144,30 @@ function valueMatches(list: readonly ValueMatchSpec[] | undefined, lower: boolea
   });
 }
 
-export function routeView(r: RouteConfig, index: number, spec: RouteMatchSpec<number>): RouteView {
+const PHASE_NAMES = new Map<number, string>(Object.entries(PolicyPhase).map(([k, v]) => [v, k]));
+
+/** The policies a route runs on `listener`, in run order (the same order compileSnapshot gives its stages). */
+export function routePolicies(config: Config, listener: string, r: RouteConfig): RouteView['policies'] {
+  const byName = new Map(config.policies.map((p) => [p.name, p]));
+  const listenerPolicies = config.listeners.find((l) => l.name === listener)?.policies ?? [];
+  const attached = [
+    ...listenerPolicies.map((n) => ({ n, from: 'listener' as const })),
+    ...(r.policies ?? []).map((n) => ({ n, from: 'route' as const })),
+  ].flatMap(({ n, from }) => {
+    const p = byName.get(n);
+    if (p === undefined) return [];
+    const phase = policyKind(p.type)?.phase ?? 0;
+    return [{ name: n, type: p.type, phase, shadow: p.shadow, from }];
+  });
+  return inRunOrder(attached).map((p) => ({ ...p, phase: PHASE_NAMES.get(p.phase) ?? String(p.phase) }));
+}
+
+export function routeView(
+  r: RouteConfig,
+  index: number,
+  spec: RouteMatchSpec<number>,
+  policies: RouteView['policies'] = [],
+): RouteView {
   const compiled = compileRoute(spec, index);
   const p = compiled.path;
   const path =
@@ -161,6 +191,7 @@ export function routeView(r: RouteConfig, index: number, spec: RouteMatchSpec<nu
       query: valueMatches(r.match.query, false),
     },
     kind: r.directResponse ? 'direct-response' : r.redirect ? 'redirect' : 'proxy',
+    policies,
     stages: stages.request,
     responseStages: stages.response,
     backends: r.directResponse || r.redirect ? [] : (r.backends ?? []).map((b) => ({ ...b })),
@@ -202,7 +233,14 @@ export function routesView(snapshot: Snapshot): RoutesView {
         address: l.address,
         port: l.port,
         protocol: l.protocol,
-        routes: order.map((i) => routeView(routes[i]!.route, routes[i]!.index, specs[i]!)),
+        routes: order.map((i) =>
+          routeView(
+            routes[i]!.route,
+            routes[i]!.index,
+            specs[i]!,
+            routePolicies(config, l.name, routes[i]!.route),
+          ),
+        ),
       };
     }),
   };
@@ -435,8 +473,9 @@ export function servicesView(snapshot: Snapshot): ServicesView {
 
 export interface PolicyView {
   kind: RouteView['kind'];
-  /** What the request goes through, in order: `max-body-bytes`, the request stages, `fault`, `mirror`, `upstream`, the response stages. */
+  /** What the request goes through, in order: `max-body-bytes`, `policy:NAME` for each policy, the request stages, `fault`, `mirror`, `upstream`, the response stages. */
   pipeline: string[];
+  policies: RouteView['policies'];
   stages: string[];
   responseStages: string[];
   backends: RouteView['backends'];
@@ -478,6 +517,7 @@ export interface ExplainView {
 function policyView(v: RouteView): PolicyView {
   const pipeline: string[] = [];
   if (v.maxBodyBytes !== null) pipeline.push('max-body-bytes');
+  for (const p of v.policies) pipeline.push(`policy:${p.name}`);
   pipeline.push(...v.stages);
   if (v.kind === 'proxy') {
     if (v.fault) pipeline.push('fault');
@@ -487,6 +527,7 @@ function policyView(v: RouteView): PolicyView {
   return {
     kind: v.kind,
     pipeline,
+    policies: v.policies,
     stages: v.stages,
     responseStages: v.responseStages,
     backends: v.backends,
@@ -524,7 +565,9 @@ export function explainView(
       const label = (i: number) => `route ${routes[i]!.route.name} (routes[${routes[i]!.index}])`;
       const e = createExplainer(specs, displaySpecs(config, l.name, shown)).explain(req, label);
       const win = e.winner === undefined ? undefined : routes[e.winner]!;
-      const winView = win ? routeView(win.route, win.index, specs[e.winner!]!) : undefined;
+      const winView = win
+        ? routeView(win.route, win.index, specs[e.winner!]!, routePolicies(config, l.name, win.route))
+        : undefined;
       return {
         listener: l.name,
         outcome: e.outcome,

@@ -6,6 +6,13 @@ import pino, { type Logger } from 'pino';
 import { type AdminSource, createAdminServer, listenAdmin } from '../admin/server.js';
 import { configJsonSchema, formatConfigErrors, loadConfigFile } from '../config/index.js';
 import { supervisorMetricsText } from '../observability/metrics.js';
+import {
+  generateApiKey,
+  hashApiKey,
+  hashPassword,
+  SCRYPT_LIMITS,
+  SCRYPT_MAX_MEMORY,
+} from '../stages/credentials.js';
 import { ClusterApplier } from './cluster-primary.js';
 import { runWorker } from './cluster-worker.js';
 import { LocalApplier } from './run-single.js';
@@ -26,6 +33,8 @@ Commands:
   validate FILE                         check a config file; exit 1 and list every error if invalid
   schema                                print the JSON Schema of the config file
   top [--admin URL]                     live requests/s, success rate and latency per route and service
+  hash-key [--generate]                 hash an API key (read from stdin) for consumers[].credentials.apiKeys
+  hash-password [--cost N]              hash a password (read from stdin) for consumers[].credentials.basic
 
 Options:
   -h, --help      show help (also after a command)
@@ -78,6 +87,41 @@ Options:
 `,
 };
 
+HELP['hash-key'] = `Usage: trellis hash-key [--generate] [KEY]
+
+Prints the hash of an API key for consumers[].credentials.apiKeys[].hash: sha256:<hex>. The key is read from
+stdin (its first line), so that it stays out of the shell history; a KEY argument works too.
+  printf %s "$KEY" | trellis hash-key
+With --generate, makes a new random key (256 bits) and prints the key and its hash; give the key to the client,
+put the hash in the config. To rotate, add the new hash beside the old one and give the old one an \`expires\`.
+
+Options:
+      --generate  make a new key instead of reading one
+  -h, --help      show this help
+`;
+HELP['hash-password'] = `Usage: trellis hash-password [--cost N]
+
+Reads a password from stdin (its first line) and prints its scrypt hash for
+consumers[].credentials.basic.passwordHash: $scrypt$ln=N,r=8,p=1$<salt>$<hash>.
+  printf %s "$PASSWORD" | trellis hash-password
+
+Options:
+      --cost N    log2 of scrypt's N, 10 to 18 (default 15: 32 MiB and some tens of ms per check)
+  -h, --help      show this help
+`;
+
+/** The first line of stdin, without its line break. */
+async function readSecretLine(what: string): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write(`${what} (then Enter): `);
+  let data = '';
+  for await (const chunk of process.stdin) {
+    data += String(chunk);
+    if (data.includes('\n')) break;
+  }
+  const nl = data.indexOf('\n');
+  return (nl === -1 ? data : data.slice(0, nl)).replace(/\r$/, '');
+}
+
 function out(s: string): void {
   process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 }
@@ -120,6 +164,8 @@ export async function main(argv: string[]): Promise<number> {
               'log-level': { type: 'string' },
             }
           : {}),
+        ...(command === 'hash-key' ? { generate: { type: 'boolean' } } : {}),
+        ...(command === 'hash-password' ? { cost: { type: 'string' } } : {}),
         ...(command === 'top'
           ? {
               admin: { type: 'string' },
@@ -146,6 +192,37 @@ export async function main(argv: string[]): Promise<number> {
     case 'schema':
       out(JSON.stringify(configJsonSchema(), null, 2));
       return 0;
+    case 'hash-key': {
+      if (positionals.length > 1 || (values.generate && positionals.length > 0))
+        return fail(`trellis hash-key: expected at most one KEY, and none with --generate\n\n${help}`);
+      if (values.generate) {
+        const key = generateApiKey();
+        out(`key:  ${key}\nhash: ${hashApiKey(key)}`);
+        return 0;
+      }
+      const key = positionals[0] ?? (await readSecretLine('API key'));
+      if (key === '') return fail('trellis hash-key: the key is empty');
+      out(hashApiKey(key));
+      return 0;
+    }
+    case 'hash-password': {
+      if (positionals.length > 0)
+        return fail(
+          `trellis hash-password: the password is read from stdin, not the command line\n\n${help}`,
+        );
+      const cost = Number(values.cost ?? 15);
+      // r is 8: the largest cost whose 128·N·r bytes stay within what the config accepts.
+      const [lo] = SCRYPT_LIMITS.ln;
+      const hi = Math.log2(SCRYPT_MAX_MEMORY / (128 * 8));
+      if (!Number.isInteger(cost) || cost < lo || cost > hi)
+        return fail(
+          `trellis hash-password: --cost expects a whole number from ${lo} to ${hi}, got "${values.cost}"`,
+        );
+      const password = await readSecretLine('password');
+      if (password === '') return fail('trellis hash-password: the password is empty');
+      out(hashPassword(password, { ln: cost }));
+      return 0;
+    }
     case 'validate': {
       const file = positionals[0];
       if (!file || positionals.length > 1) return fail(`trellis validate: expected one FILE\n\n${help}`);

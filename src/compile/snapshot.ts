@@ -2,12 +2,15 @@ import { createHash } from 'node:crypto';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
 import type { RequestStage, ResponseStage } from '../proxy/stage.js';
+import { grpcMatchParts } from '../router/grpc.js';
 import { compileRouter, type RouteMatchSpec, type Router, RouterCompileError } from '../router/index.js';
 import { requestHeaderStage, responseHeaderStage } from '../stages/header-edits.js';
 import { directResponseStage, redirectStage } from '../stages/local-replies.js';
+import type { CompiledPolicy } from '../stages/policy.js';
 import { rewriteStage } from '../stages/rewrite.js';
 import type { UpstreamRegistry } from '../upstream/registry.js';
 import type { UpstreamService } from '../upstream/service.js';
+import { compilePolicies, type PolicyGeneration, PolicyStates, routePolicyStages } from './policies.js';
 
 /** Retry conditions as bits, tested once per failed attempt. */
 export const RetryOn = {
@@ -106,6 +109,8 @@ export interface CompiledRoute {
   readonly buffersBody: boolean;
   /** Upgrades to WebSocket are accepted when set. */
   readonly websocket: WebSocketPolicy | undefined;
+  /** gRPC-Web requests are translated to gRPC for the (h2/h2c) service and back. */
+  readonly grpcWeb: boolean;
 }
 
 export interface ListenerState {
@@ -133,8 +138,15 @@ export interface Snapshot {
 
 /** A route's match as the router takes it, carrying `value` (the compiled route, or an index for views). */
 export function routeMatchSpec<T>(r: RouteConfig, value: T): RouteMatchSpec<T> {
+  const hosts = r.match.hosts?.map((h) => h.toLowerCase());
+  if (r.match.grpc !== undefined) {
+    // gRPC: compiled into a path, POST and a content-type match, so the router needs no gRPC of its own.
+    const g = grpcMatchParts(r.match.grpc, r.grpcWeb);
+    const headers = r.match.headers === undefined ? [g.header] : [...r.match.headers, g.header];
+    return { hosts, path: g.path, methods: g.methods, headers, query: r.match.query, value };
+  }
   return {
-    hosts: r.match.hosts?.map((h) => h.toLowerCase()),
+    hosts,
     path: r.match.path,
     methods: r.match.methods,
     headers: r.match.headers,
@@ -156,9 +168,12 @@ export function compileSnapshot(
   version: number,
   upstreams: UpstreamRegistry,
   hash?: string,
+  policyState?: PolicyGeneration,
 ): Snapshot {
   const services = new Map<string, UpstreamService>();
   for (const s of config.services) services.set(s.name, upstreams.service(s, config.gateway.zone));
+  // Without a gateway's state store (views, tests), state made by `keep` lives as long as this snapshot.
+  const policies = compilePolicies(config, policyState ?? new PolicyStates().begin());
 
   const listeners = new Map<string, ListenerState>();
   for (const l of config.listeners) {
@@ -168,7 +183,12 @@ export function compileSnapshot(
     config.routes.forEach((r, i) => {
       if (r.listeners && !r.listeners.includes(l.name)) return;
       configIndex.push(i);
-      specs.push(routeMatchSpec(r, compileRoute(r, i, services, scheme)));
+      const attached = [...(l.policies ?? []), ...(r.policies ?? [])].map((n) => {
+        const p = policies.get(n);
+        if (p === undefined) throw new Error(`routes[${i}]: unknown policy ${n}`);
+        return p;
+      });
+      specs.push(routeMatchSpec(r, compileRoute(r, i, services, scheme, attached)));
     });
     let router: Router<CompiledRoute>;
     try {
@@ -208,9 +228,13 @@ function compileRoute(
   index: number,
   services: ReadonlyMap<string, UpstreamService>,
   scheme: string,
+  policies: readonly CompiledPolicy[] = [],
 ): CompiledRoute {
   const matchPrefix = r.match.path && 'prefix' in r.match.path ? r.match.path.prefix : undefined;
-  const stages: RequestStage[] = [];
+  // Policies first (in phase order: address, CORS, authentication, authorization, limits, ...), so that nothing
+  // of the route, a direct response included, happens for a request they refuse.
+  const fromPolicies = policies.length === 0 ? undefined : routePolicyStages(r.name, policies);
+  const stages: RequestStage[] = fromPolicies === undefined ? [] : fromPolicies.request;
   const push = (s: RequestStage | undefined) => s && stages.push(s);
   if (r.directResponse) push(directResponseStage(r.directResponse));
   else if (r.redirect) push(redirectStage(r.redirect, r.match.path ? matchPrefix : '/', scheme));
@@ -231,6 +255,8 @@ function compileRoute(
     const s = responseHeaderStage(r.responseHeaders);
     if (s) responseStages.push(s);
   }
+  // Response stages run in reverse request order: the route's header edits, then the policies' (last first).
+  if (fromPolicies !== undefined) responseStages.push(...fromPolicies.response);
   return Object.freeze({
     name: r.name,
     source: `routes[${index}]`,
@@ -249,6 +275,7 @@ function compileRoute(
       mirror !== undefined ||
       (retry.attempts > 1 && (retry.on & ~(RetryOn.connectFailure | RetryOn.refusedStream)) !== 0),
     websocket: r.websocket.enabled ? webSocketPolicy(r.websocket) : undefined,
+    grpcWeb: r.grpcWeb,
   });
 }
 

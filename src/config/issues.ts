@@ -273,9 +273,24 @@ export function translateZodIssues(
           }
           break;
         }
-        case 'invalid_union':
+        case 'invalid_union': {
+          // A union told apart by a field (policies by `type`): name the field's value and the known ones.
+          const d = iss as { discriminator?: string; options?: unknown[] };
+          if (d.discriminator !== undefined && iss.errors.length === 0) {
+            const known = (d.options ?? []).map(String);
+            const list = `expected one of: ${known.join(', ')}`;
+            out.push({
+              path,
+              message:
+                value === undefined
+                  ? `missing required key ${quote(d.discriminator)}; ${list}`
+                  : `unknown ${d.discriminator} ${shown(value, secret)}${didYouMean(String(value), known)}; ${list}`,
+            });
+            break;
+          }
           union(iss, schemasAt(at, rel), path, value, secret);
           break;
+        }
         case 'invalid_key': {
           const key = String(rel.at(-1));
           const inner = iss.issues[0];

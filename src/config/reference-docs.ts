@@ -138,9 +138,23 @@ function numberType(s: Schema): string {
   return type;
 }
 
-/** How a union form is named: `{ regex, substitution }` for an object, its type otherwise. */
+/**
+ * How a union form is named: `type: api-key` for an object told apart by a constant `type` (policies),
+ * `{ regex, substitution }` for another object, its type otherwise.
+ */
 function formLabel(s: Schema, path: string): string {
+  const tag = s.properties?.type?.const;
+  if (isObject(s) && typeof tag === 'string') return code(`type: ${tag}`);
   return isObject(s) ? code(`{ ${Object.keys(s.properties!).join(', ')} }`) : typeOf(s, path);
+}
+
+/** zod exports a union told apart by a field (`z.discriminatedUnion`) as `oneOf`; the tables treat it as `anyOf`. */
+function oneOfAsAnyOf(s: unknown): unknown {
+  if (Array.isArray(s)) return s.map(oneOfAsAnyOf);
+  if (s === null || typeof s !== 'object') return s;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(s)) out[k === 'oneOf' ? 'anyOf' : k] = oneOfAsAnyOf(v);
+  return out;
 }
 
 /** The type column; `path` is where the value sits, for links to its section. */
@@ -220,14 +234,43 @@ function section(s: Schema, path: string): string[] {
   if (isObject(s)) return [...lines, ...TABLE_HEAD, ...fieldRows(s, path), '', ...childSections(s, path)];
   lines.push(`One of these ${s.anyOf!.length} forms:`, '');
   const nested: string[] = [];
+  // Forms told apart by `type` (policies) may each have a field of the same name: one section when they are
+  // the same, else a section per form, its heading naming the type.
+  const seen = new Map<string, string>();
   for (const form of s.anyOf!) {
     lines.push(`**${formLabel(form, path)}**${form.description ? `: ${form.description}` : ''}`, '');
-    if (isObject(form)) {
-      lines.push(...TABLE_HEAD, ...fieldRows(form, path), '');
-      nested.push(...childSections(form, path));
+    if (!isObject(form)) continue;
+    let rows = fieldRows(form, path);
+    const tag = form.properties?.type?.const;
+    for (const chunk of splitSections(childSections(form, path))) {
+      const heading = chunk[0]!;
+      const text = chunk.join('\n');
+      const first = seen.get(heading);
+      if (first === text) continue;
+      if (first === undefined) {
+        seen.set(heading, text);
+        nested.push(...chunk);
+        continue;
+      }
+      const renamed = `${heading} (${String(tag)})`;
+      const from = `](#${anchor(heading.slice(4))})`;
+      const to = `](#${anchor(renamed.slice(4))})`;
+      rows = rows.map((r) => r.split(from).join(to));
+      nested.push(renamed, ...chunk.slice(1));
     }
+    lines.push(...TABLE_HEAD, ...rows, '');
   }
   return [...lines, ...nested];
+}
+
+/** `### ` sections, each a list of lines starting with its heading. */
+function splitSections(lines: string[]): string[][] {
+  const out: string[][] = [];
+  for (const l of lines) {
+    if (l.startsWith('### ') || out.length === 0) out.push([l]);
+    else out.at(-1)!.push(l);
+  }
+  return out;
 }
 
 /** A `##` section for a top-level key: what it is, then the table of its object (or of each item). */
@@ -247,6 +290,13 @@ function topSection(key: string, s: Schema, required: boolean): string[] {
   if (isObject(s)) {
     lines.push(`${presence}: an object with these fields.`, '');
     return [...lines, ...TABLE_HEAD, ...fieldRows(s, key), '', ...childSections(s, key)];
+  }
+  if (item !== undefined && hasSection(item)) {
+    // A list of a union (policies, one form per type): each form's table, in the item's own section.
+    lines.push(`${presence}: ${typeOf(s, key)}.`, '');
+    // Its forms go straight under this heading: `### policies[]` would have the same anchor as `## policies`.
+    const forms = section({ ...item, description: undefined }, `${key}[]`).slice(2);
+    return [...lines, ...forms];
   }
   return [...lines, `${presence}: ${typeOf(s, key)}.`, ''];
 }
@@ -273,7 +323,7 @@ routes:
 
 /** docs/configuration.md; a test fails when the file differs from this. */
 export function renderConfigReference(): string {
-  const root = configJsonSchema() as Schema;
+  const root = oneOfAsAnyOf(configJsonSchema()) as Schema;
   const rootRequired = new Set(root.required ?? []);
   const keys = Object.entries(root.properties ?? {});
   const lines = [

@@ -4,88 +4,24 @@
  */
 import { z } from 'zod';
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-/** Node timers overflow above 2^31-1 ms and then fire after 1 ms, so a longer timeout would act as none at all. */
-const MAX_TIMER_MS = 2_147_483_647;
+import {
+  byteSize,
+  duration,
+  headerName,
+  headerValue,
+  hostValue,
+  httpMethod,
+  name,
+  pathValue,
+  percent,
+} from './primitives.js';
 
-/**
- * A duration: a number of milliseconds, or a string such as `250ms`, `15s`, `2m`, `1h`.
- * Fields give their defaults with `prefault` (an input value), because JSON Schema export drops a `default` on
- * a transforming schema and editors would not show it.
- */
-export const duration = z
-  .union([
-    z.number().int().nonnegative().max(MAX_TIMER_MS),
-    z.string().regex(DURATION, { message: 'expected a duration such as "250ms", "15s", "2m" or "1h"' }),
-  ])
-  .transform((v) => {
-    if (typeof v === 'number') return v;
-    const m = DURATION.exec(v)!;
-    // Round up: "0.4ms" must not become 0, which turns a timeout off.
-    return Math.ceil(Number(m[1]) * UNIT_MS[m[2]!]!);
-  })
-  .refine((ms) => ms <= MAX_TIMER_MS, {
-    message: `expected a duration of at most ${MAX_TIMER_MS}ms (about 24.8 days, the longest Node.js timer)`,
-  });
+export { byteSize, duration } from './primitives.js';
 
-// Case-insensitive by character classes, not the `i` flag: JSON Schema patterns carry no flags, so an editor
-// would otherwise reject "10MiB".
-const SIZE = /^(\d+)([bB]|[kKmMgG][iI]?[bB])?$/;
-const UNIT_BYTES: Record<string, number> = {
-  b: 1,
-  kb: 1000,
-  kib: 1024,
-  mb: 1_000_000,
-  mib: 1024 * 1024,
-  gb: 1_000_000_000,
-  gib: 1024 * 1024 * 1024,
-};
+import { consumerSchema, policySchema } from './policies.js';
 
-/** A size in bytes: a number, or a string such as `64KiB`, `10MiB`, `1GiB`. */
-export const byteSize = z
-  .union([
-    z.number().int().nonnegative(),
-    z.string().regex(SIZE, { message: 'expected a size such as 65536, "64KiB", "10MiB" or "1GiB"' }),
-  ])
-  .transform((v) => {
-    if (typeof v === 'number') return v;
-    const m = SIZE.exec(v)!;
-    return Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]!;
-  })
-  .refine((n) => Number.isSafeInteger(n), { message: 'expected a size below 8 PiB' });
-
-const name = z
-  .string()
-  .regex(/^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/, {
-    message: 'expected a name of lowercase letters, digits, ".", "_" or "-" (1-63 characters)',
-  })
-  .describe('Unique name of this object; other objects refer to it by this name.');
-
-const headerName = z
-  .string()
-  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { message: 'expected an HTTP header name (RFC 9110 token)' });
-
-/** RFC 9110 field-value characters: no CR, LF or NUL, which would split or break a header. */
-const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, {
-  message: 'expected a header value without control characters (CR, LF, NUL)',
-});
-
-/** A host name or IP literal with an optional port, as in a Host header. */
-const hostValue = z.string().regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::\d{1,5})?$/, {
-  message: 'expected a host such as "api.example.com", "api.example.com:8443" or "[::1]:8080"',
-});
-
-/** A path for a redirect or rewrite: visible ASCII only, starting with "/". */
-const pathValue = z
-  .string()
-  .regex(/^\/[\x21-\x7e]*$/, { message: 'expected a path starting with "/" of visible ASCII characters' });
-
-const httpMethod = z
-  .string()
-  .regex(/^[A-Z]+$/, { message: 'expected an upper-case HTTP method such as GET or POST' });
-
-const percent = z.number().min(0).max(100);
+/** Policy names attached to a route or listener. */
+const policyRefs = z.array(name);
 
 // ---------- listeners ----------
 
@@ -207,6 +143,11 @@ export const listenerSchema = z
       })
       .prefault({})
       .describe('HTTP/2 downstream: over TLS by ALPN, and cleartext h2c by prior knowledge.'),
+    policies: policyRefs
+      .optional()
+      .describe(
+        "Policies (names in `policies`) applied to every route of this listener, before the route's own within a phase.",
+      ),
     trustedProxies: z
       .array(z.string())
       .default([])
@@ -307,6 +248,25 @@ export const routeMatchSchema = z.strictObject({
   methods: z.array(httpMethod).min(1).optional().describe('Absent: any method.'),
   headers: z.array(stringMatch).optional().describe('All must match.'),
   query: z.array(queryMatch).optional().describe('All must match.'),
+  grpc: z
+    .strictObject({
+      service: z
+        .string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, {
+          message: 'expected a fully qualified gRPC service name such as "shop.v1.Orders"',
+        })
+        .optional()
+        .describe('Fully qualified service, e.g. `shop.v1.Orders`. Absent: any service.'),
+      method: z
+        .string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: 'expected a gRPC method name such as "GetOrder"' })
+        .optional()
+        .describe('Method name, e.g. `GetOrder`. Absent: any method.'),
+    })
+    .optional()
+    .describe(
+      'Match gRPC calls (as the Gateway API GRPCRoute): POST `/service/method` with a `content-type` of application/grpc (or application/grpc-web with `grpcWeb`). Takes the place of `path` and `methods`. See docs/grpc.md.',
+    ),
 });
 
 const headerEdits = z.strictObject({
@@ -484,6 +444,11 @@ export const routeSchema = z
   .strictObject({
     name,
     listeners: z.array(name).optional().describe('Listener names this route serves; absent: all.'),
+    policies: policyRefs
+      .optional()
+      .describe(
+        "Policies (names in `policies`) applied to this route, after its listeners' own. They run in phase order (ip-filter, cors, authentication, authorization, rate limits, ...; docs/policies.md), listed order within a phase.",
+      ),
     match: routeMatchSchema.prefault({}),
     backends: z
       .array(backend)
@@ -515,15 +480,21 @@ export const routeSchema = z
       })
       .prefault({}),
     websocket: websocket.prefault({}),
+    grpcWeb: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Translate gRPC-Web (application/grpc-web, grpc-web+proto, grpc-web-text) from HTTP/1.1 or HTTP/2 clients to gRPC for an h2/h2c service and back, trailers as the trailer frame. Off: gRPC-Web passes through untouched.',
+      ),
   })
   .describe('Which requests go where, and what happens to them on the way.');
 
 // ---------- services ----------
 
 const endpoint = z.union([
-  z.string().describe('`http://host:port`'),
+  z.string().describe('`http://host:port`, or `https://host:port` for TLS to the endpoint'),
   z.strictObject({
-    url: z.string(),
+    url: z.string().describe('`http://host:port`, or `https://host:port` for TLS to the endpoint'),
     weight: z
       .number()
       .int()
@@ -705,6 +676,43 @@ const retryBudget = z
   })
   .describe('Caps retries to this service so that an outage never becomes a retry storm. Always on.');
 
+const upstreamTls = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .optional()
+      .describe(
+        'TLS to the endpoints. Absent: on when the endpoints are `https://` URLs (set `true` with `dns` discovery).',
+      ),
+    sni: z
+      .string()
+      .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {
+        message: 'expected a host name such as "api.internal.example"',
+      })
+      .optional()
+      .describe(
+        "Server name sent in the TLS handshake (SNI) and checked against the endpoint's certificate. Absent: the endpoint's host name (none for an IP address, whose certificate must then list that IP).",
+      ),
+    ca: pemSource
+      .optional()
+      .describe(
+        "PEM bundle of the CAs the endpoint's certificate must chain to (relative to the config file). Absent: the system's CAs. Verification is never turned off.",
+      ),
+    cert: pemSource
+      .optional()
+      .describe(
+        'PEM client certificate (then its intermediates) presented to endpoints that ask for one (mTLS).',
+      ),
+    key: pemSource
+      .optional()
+      .describe('PEM file with the unencrypted private key of `cert` (or `${file:PATH}`).'),
+    minVersion: tlsVersion.default('TLSv1.2').describe('Oldest TLS version offered to the endpoint.'),
+    maxVersion: tlsVersion.optional().describe('Newest TLS version offered. Absent: TLSv1.3.'),
+  })
+  .describe(
+    'TLS to the endpoints: server name, CA bundle, client certificate. Files are re-read when they change (new connections use them). See docs/tls.md.',
+  );
+
 export const serviceSchema = z
   .strictObject({
     name,
@@ -712,8 +720,17 @@ export const serviceSchema = z
       .array(endpoint)
       .min(1)
       .optional()
-      .describe('Upstream endpoints as `http://host:port` URLs. One of `endpoints` and `dns` is required.'),
+      .describe(
+        'Upstream endpoints as `http://host:port` (or `https://host:port`) URLs. One of `endpoints` and `dns` is required.',
+      ),
     dns: dnsDiscovery.optional(),
+    protocol: z
+      .enum(['http1', 'h2', 'h2c'])
+      .default('http1')
+      .describe(
+        'Protocol to the endpoints: http1 (HTTP/1.1, over TLS with https:// endpoints), h2 (HTTP/2 over TLS, by ALPN) or h2c (cleartext HTTP/2 by prior knowledge). gRPC needs h2 or h2c.',
+      ),
+    tls: upstreamTls.optional(),
     loadBalancer: loadBalancer.prefault({}),
     healthCheck: healthCheck.optional(),
     outlierDetection: outlierDetection.prefault({}),
@@ -732,7 +749,18 @@ export const serviceSchema = z
           .min(1)
           .max(100)
           .default(1)
-          .describe('Requests in flight per upstream connection; 1 (no pipelining) is the safe default.'),
+          .describe(
+            'http1: requests in flight per upstream connection; 1 (no pipelining) is the safe default. h2/h2c: not used (see maxConcurrentStreams).',
+          ),
+        maxConcurrentStreams: z
+          .number()
+          .int()
+          .min(1)
+          .max(10_000)
+          .default(100)
+          .describe(
+            "h2/h2c: most streams in flight per upstream connection (fewer when the endpoint's SETTINGS say so); another connection opens beyond, up to `connections`.",
+          ),
       })
       .prefault({}),
   })
@@ -779,6 +807,8 @@ export const ACCESS_LOG_FIELDS = [
   'bytesOut',
   'durationMs',
   'upstreamMs',
+  'consumer',
+  'decisions',
 ] as const;
 
 export const accessLogSchema = z
@@ -883,6 +913,8 @@ export const configSchema = z
     listeners: z.array(listenerSchema).min(1),
     routes: z.array(routeSchema).prefault([]),
     services: z.array(serviceSchema).prefault([]),
+    policies: z.array(policySchema).prefault([]),
+    consumers: z.array(consumerSchema).prefault([]),
     admin: adminSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
     metrics: metricsSchema.prefault({}),
@@ -902,3 +934,4 @@ export type AdminConfig = Config['admin'];
 export type AccessLogConfig = Config['accessLog'];
 export type MetricsConfig = Config['metrics'];
 export type TracingConfig = Config['tracing'];
+export type { ConsumerConfig, PolicyConfig } from './policies.js';

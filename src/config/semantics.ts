@@ -8,9 +8,10 @@ import { BlockList, isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { compileRouter, RouterCompileError } from '../router/index.js';
 import type { ConfigIssue, PathSegment } from './errors.js';
+import { checkPolicies } from './policy-semantics.js';
 import type { Config, RouteConfig, ServiceConfig } from './schema.js';
 import { didYouMean } from './suggest.js';
-import { inspectTls, isInlinePem } from './tls.js';
+import { inspectTls, inspectUpstreamTls, isInlinePem } from './tls.js';
 
 export interface SemanticsOptions {
   /** Relative `accessLog.output` paths are resolved against this folder (the config file's); default: cwd. */
@@ -31,6 +32,7 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
   uniqueNames('listener', 'listeners', config.listeners, add);
   uniqueNames('route', 'routes', config.routes, add);
   uniqueNames('service', 'services', config.services, add);
+  checkPolicies(config, add);
   checkListeners(config, add);
   config.listeners.forEach((l, i) => {
     if (l.tls !== undefined) checkListenerTls(l.tls, ['listeners', i, 'tls'], opts, add);
@@ -43,9 +45,11 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
   if (issues.length === 0) checkRouterCompiles(config, add);
   config.routes.forEach((route, i) => {
     checkResilience(route, ['routes', i], serviceNames, add);
+    checkRouteProtocols(route, ['routes', i], config.services, add);
   });
   config.services.forEach((service, i) => {
     checkServiceUpstream(service, ['services', i], add);
+    checkServiceProtocol(service, ['services', i], opts, add);
     const seen = new Map<string, number>();
     (service.endpoints ?? []).forEach((endpoint, j) => {
       const path: PathSegment[] =
@@ -296,6 +300,99 @@ function checkListenerTls(
   if (!r.ok) for (const p of r.problems) add([...at, ...p.path], p.message);
 }
 
+// ---------- upstream protocols and TLS ----------
+
+/** Whether a service talks TLS to its endpoints: https:// URLs, or `tls.enabled` (DNS discovery). */
+export function serviceUsesTls(s: ServiceConfig): boolean {
+  if (s.tls?.enabled !== undefined) return s.tls.enabled;
+  const first = s.endpoints?.[0];
+  if (first === undefined) return false;
+  return (typeof first === 'string' ? first : first.url).toLowerCase().startsWith('https:');
+}
+
+/** Endpoint schemes, `protocol` and `tls` agree; the TLS files are read and checked now. */
+function checkServiceProtocol(s: ServiceConfig, at: PathSegment[], opts: SemanticsOptions, add: Add): void {
+  const schemes = (s.endpoints ?? []).map((e) => {
+    const url = (typeof e === 'string' ? e : e.url).toLowerCase();
+    return url.startsWith('https:') ? 'https' : url.startsWith('http:') ? 'http' : undefined;
+  });
+  const firstScheme = schemes.find((x) => x !== undefined);
+  schemes.forEach((scheme, j) => {
+    if (scheme !== undefined && scheme !== firstScheme)
+      add(
+        typeof s.endpoints![j] === 'string' ? [...at, 'endpoints', j] : [...at, 'endpoints', j, 'url'],
+        `every endpoint of a service uses one scheme: this one is ${scheme}://, an earlier one ${firstScheme}://`,
+      );
+  });
+  const tls = s.tls;
+  if (tls?.enabled === true && firstScheme === 'http')
+    add([...at, 'tls', 'enabled'], 'the endpoints are http:// URLs: write them as https:// for TLS');
+  else if (tls?.enabled === false && firstScheme === 'https')
+    add(
+      [...at, 'tls', 'enabled'],
+      'the endpoints are https:// URLs, which always use TLS: write http:// ones',
+    );
+  else if (tls !== undefined && tls.enabled === undefined && firstScheme === 'http')
+    add(
+      [...at, 'tls'],
+      'tls settings have no effect on http:// endpoints: write them as https:// (or with dns, set tls.enabled: true)',
+    );
+  else if (tls !== undefined && tls.enabled === undefined && s.endpoints === undefined)
+    add([...at, 'tls', 'enabled'], 'with dns discovery, set tls.enabled: true to use TLS to the endpoints');
+  const secure = serviceUsesTls(s);
+  if (s.protocol === 'h2' && !secure)
+    add(
+      [...at, 'protocol'],
+      'h2 is HTTP/2 over TLS: use https:// endpoints (or tls.enabled with dns), or protocol h2c for cleartext HTTP/2',
+    );
+  else if (s.protocol === 'h2c' && secure)
+    add([...at, 'protocol'], 'h2c is cleartext HTTP/2: use protocol h2 for HTTP/2 over TLS');
+  if (tls === undefined || !secure) return;
+  if (tls.cert !== undefined && tls.key === undefined)
+    add([...at, 'tls', 'key'], 'a client certificate (`cert`) needs its private key (`key`)');
+  else if (tls.key !== undefined && tls.cert === undefined)
+    add([...at, 'tls', 'cert'], 'a private key (`key`) needs its client certificate (`cert`)');
+  const keyPath = [...at, 'tls', 'key'];
+  const secret = (opts.secretPaths ?? []).some(
+    (sp) => sp.length === keyPath.length && sp.every((seg, k) => String(seg) === String(keyPath[k])),
+  );
+  if (tls.key !== undefined && isInlinePem(tls.key) && !secret)
+    add(
+      keyPath,
+      'a private key must not be written into the config: give its file path, or use ${file:PATH}',
+    );
+  for (const p of inspectUpstreamTls(tls, opts.baseDir ?? process.cwd()).problems)
+    add([...at, 'tls', ...p.path], p.message);
+}
+
+/** gRPC and WebSocket routes need services that speak what they carry. */
+function checkRouteProtocols(r: RouteConfig, at: PathSegment[], services: ServiceConfig[], add: Add): void {
+  const g = r.match.grpc;
+  if (g !== undefined) {
+    if (r.match.path !== undefined)
+      add([...at, 'match', 'path'], 'match.grpc sets the path (/service/method): remove match.path');
+    if (r.match.methods !== undefined)
+      add(
+        [...at, 'match', 'methods'],
+        'gRPC calls are POST requests: remove match.methods beside match.grpc',
+      );
+  }
+  r.backends?.forEach((b, j) => {
+    const svc = services.find((s) => s.name === b.service);
+    if (svc === undefined) return;
+    if ((g !== undefined || r.grpcWeb) && svc.protocol === 'http1')
+      add(
+        [...at, 'backends', j, 'service'],
+        `gRPC needs HTTP/2 to the service: service "${svc.name}" has protocol http1; set its protocol to h2c (or h2 with TLS)`,
+      );
+    if (r.websocket.enabled && svc.protocol !== 'http1')
+      add(
+        [...at, 'websocket', 'enabled'],
+        `WebSockets are relayed over HTTP/1.1: service "${svc.name}" has protocol ${svc.protocol}`,
+      );
+  });
+}
+
 // ---------- routes ----------
 
 function checkRoute(
@@ -410,8 +507,8 @@ export function endpointProblem(url: string, secret = false): string | undefined
   } catch {
     return `${example}, got ${quote(`"${url}"`)}`;
   }
-  if (u.protocol !== 'http:')
-    return `only http: endpoints are supported for now, got "${u.protocol}" in ${quote(`"${url}"`)}`;
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    return `expected an http: or https: endpoint, got "${u.protocol}" in ${quote(`"${url}"`)}`;
   if (u.username !== '' || u.password !== '') return `an endpoint URL cannot hold credentials; ${example}`;
   if (u.pathname !== '/' || u.search !== '' || u.hash !== '' || /[?#]/.test(url)) {
     return `an endpoint URL has no path, query or fragment (rewrite paths with "rewrite"); ${example}, got ${quote(`"${url}"`)}`;

@@ -2,10 +2,12 @@ import { ERROR_TYPE_BASE, errorCatalog } from './errors.js';
 
 const GRPC_NAMES: Record<number, string> = {
   4: 'DEADLINE_EXCEEDED',
+  7: 'PERMISSION_DENIED',
   8: 'RESOURCE_EXHAUSTED',
   12: 'UNIMPLEMENTED',
   13: 'INTERNAL',
   14: 'UNAVAILABLE',
+  16: 'UNAUTHENTICATED',
 };
 
 /** docs/errors.md, generated from the catalog (`npm run docs:errors`); a test fails when the file is stale. */

@@ -75,10 +75,18 @@ export const errorCatalog = {
       'The connection to the endpoint failed for a reason other than refusal or timeout (DNS failure, unreachable host).',
     grpc: 14,
   },
+  upstream_tls_failed: {
+    status: 502,
+    title: 'TLS to the upstream failed',
+    description:
+      "The TLS handshake with the endpoint failed: its certificate does not chain to the service's `tls.ca` (or the system CAs), does not name `tls.sni` (or the endpoint host), has expired, the endpoint asked for a client certificate that `tls.cert` does not provide or it refused, no TLS version is shared, or (protocol h2) it did not agree to HTTP/2 by ALPN. The detail has OpenSSL's reason.",
+    grpc: 14, // UNAVAILABLE
+  },
   upstream_reset: {
     status: 502,
     title: 'Upstream reset the connection',
-    description: 'The endpoint closed or reset the connection before it sent a complete response.',
+    description:
+      'The endpoint closed or reset the connection (HTTP/2: the stream, or refused it) before it sent a complete response.',
     grpc: 14,
   },
   upstream_protocol_error: {
@@ -170,6 +178,83 @@ export const errorCatalog = {
     description:
       'An HTTP/1.1 Upgrade request that Trellis cannot serve: a WebSocket upgrade that is not `GET` over HTTP/1.1 (RFC 6455 §4.1), or an upgrade request with a body. Upgrade requests to other protocols without a body (such as `h2c`) are served as plain requests instead.',
     grpc: 13,
+  },
+  token_invalid: {
+    status: 401,
+    title: 'Token rejected',
+    description:
+      'A `jwt` or `introspection` policy found a bearer token and refused it. The detail says why (malformed, too large, algorithm not allowed, no key for its `kid`, bad signature, expired, not yet valid, wrong issuer or audience, a required claim missing, inactive at the authorization server, or the issuer\'s keys could not be fetched); the token itself is never echoed. The reply carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).',
+    grpc: 16, // UNAUTHENTICATED
+  },
+  authz_denied: {
+    status: 403,
+    title: 'Access denied',
+    description:
+      "An `authz` policy (a deny rule matched, or no allow rule did) or an `ext-authz` service refused the request. The detail names the policy and, for `authz`, the rule. Check the identity the request carried (consumer, groups, claims) against the policy's rules.",
+    grpc: 7, // PERMISSION_DENIED
+  },
+  auth_unavailable: {
+    status: 503,
+    title: 'Authorization service unavailable',
+    description:
+      'An `introspection` or `ext-authz` policy could not get an answer (connection refused, timeout, an error status or a malformed reply) and fails closed (`onError: deny` / `failureMode: deny`). The detail names the policy and what went wrong. Check the service, or choose to fail open.',
+    grpc: 14, // UNAVAILABLE
+  },
+  unauthenticated: {
+    status: 401,
+    title: 'Authentication required',
+    description:
+      'An authentication policy on the route (`api-key`, `basic-auth`, `mtls`, ...) found no credential, or one it does not accept: unknown, expired or wrong. The `WWW-Authenticate` header names the scheme where HTTP has one; the detail says which case it was, never the credential. Send a valid credential, or check `consumers[].credentials`.',
+    grpc: 16, // UNAUTHENTICATED
+  },
+  client_address_denied: {
+    status: 403,
+    title: 'Client address not allowed',
+    description:
+      "An `ip-filter` policy refused the client address: it is in the policy's `deny` list, or `allow` is set and it is not in it. The address is the peer's, or through the listener's `trustedProxies` the nearest untrusted X-Forwarded-For hop.",
+    grpc: 7, // PERMISSION_DENIED
+  },
+  auth_overloaded: {
+    status: 503,
+    title: 'Too many credential checks in progress',
+    description:
+      "A `basic-auth` policy has `maxConcurrentVerifications` password hashes computing and `maxQueuedVerifications` more waiting, so this request was refused at once instead of queueing: a flood of wrong passwords cannot take the gateway's CPU. Successful logins are cached (`cacheTtl`) and skip the hash. `Retry-After` says when to try again.",
+    grpc: 14, // UNAVAILABLE
+  },
+  waf_blocked: {
+    status: 403,
+    title: 'Blocked by the web application firewall',
+    description:
+      'A `waf` policy in `mode: block` refused the request: the rules it runs (the OWASP Core Rule Set and your own) scored it at or above `inboundThreshold`, or a rule denied it outright. The reply names no rule; the matched rule ids are published on the `trellis:waf` diagnostics channel. See docs/waf.md.',
+    grpc: 7, // PERMISSION_DENIED
+  },
+  rate_limited: {
+    status: 429,
+    title: 'Rate limit exceeded',
+    description:
+      'A `rate-limit` policy refused the request: one of its `limits` has no budget left for this key (consumer, client address, header value, route or global). `Retry-After` says when the next request would pass; `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) name the limit. See docs/rate-limits.md.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  quota_exceeded: {
+    status: 429,
+    title: 'Quota exhausted',
+    description:
+      'A `quota` policy refused the request: the key (usually the consumer) has used all of its `limit` for the current calendar `period` (hour, day, week or month, UTC). `Retry-After` says when the period ends. See docs/rate-limits.md.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  rate_limit_unavailable: {
+    status: 503,
+    title: 'Rate-limit store unavailable',
+    description:
+      'A `rate-limit` or `quota` policy with `store: redis` and `onStoreError: deny` could not get an answer from Redis in its `redis.timeout` (down, unreachable, or slow), so it refused the request rather than let it through uncounted. The gateway logs the failure (at most once per 10 s per policy) and counts it in `trellis_rate_limit_store_errors_total`. Check Redis, or choose `onStoreError: allow`.',
+    grpc: 14, // UNAVAILABLE
+  },
+  cors_origin_not_allowed: {
+    status: 403,
+    title: 'CORS preflight refused',
+    description:
+      'A `cors` policy answered a preflight (OPTIONS with Origin and Access-Control-Request-Method) whose origin, method or request headers it does not allow. The detail says which. Add the origin to `origins` (or the method or header to `methods` / `headers`). Actual requests from other origins are not refused: they go through without CORS headers, and the browser keeps the response from the page.',
+    grpc: 7, // PERMISSION_DENIED
   },
   internal_error: {
     status: 500,

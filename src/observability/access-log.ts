@@ -1,6 +1,7 @@
 import pino from 'pino';
 import { ACCESS_LOG_FIELDS, type AccessLogConfig } from '../config/schema.js';
 import type { Exchange } from '../proxy/exchange.js';
+import type { PolicyDecision } from '../stages/policy.js';
 
 export interface AccessLog {
   readonly output: string;
@@ -14,7 +15,8 @@ type Field = (typeof ACCESS_LOG_FIELDS)[number];
 
 /**
  * How each field is read. The record never holds a query string, a header value, a cookie or a credential:
- * `path` is the normalized path without its query, and no field reads request headers.
+ * `path` is the normalized path without its query, and no field reads request headers. `consumer` is the name of
+ * the authenticated consumer; `decisions` the outcome of each policy that ran, by policy name.
  */
 const READ: Record<Field, (ex: Exchange, end: number) => unknown> = {
   time: () => new Date().toISOString(),
@@ -38,7 +40,17 @@ const READ: Record<Field, (ex: Exchange, end: number) => unknown> = {
   durationMs: (ex, end) => round(end - ex.startedAt),
   upstreamMs: (ex, end) =>
     ex.upstreamStartedAt ? round((ex.upstreamEndedAt || end) - ex.upstreamStartedAt) : undefined,
+  consumer: (ex) => ex.consumer?.name,
+  decisions: (ex) => decisionsRecord(ex.decisions),
 };
+
+/** `{ "<policy>": "allow" | "deny" | "shadow_deny" | "error" }` of the policies that ran; undefined when none did. */
+function decisionsRecord(list: readonly PolicyDecision[] | undefined): Record<string, string> | undefined {
+  if (list === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const d of list) out[d.policy] = d.decision;
+  return out;
+}
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
 

@@ -412,9 +412,11 @@ test('GC durations only with metrics.gc, and the observer stops with the last ga
   const churn = async () => {
     // Enough short-lived garbage for several young-generation collections, then a turn of the event loop for
     // the observer's callback.
-    const kept: object[] = [];
-    for (let i = 0; i < 200_000; i++) kept.push({ i, s: `x${i}` });
-    expect(kept).toHaveLength(200_000);
+    for (let round = 0; round < 3; round++) {
+      const kept: object[] = [];
+      for (let i = 0; i < 200_000; i++) kept.push({ i, s: `x${i}` });
+      expect(kept).toHaveLength(200_000);
+    }
     await new Promise((r) => setTimeout(r, 20));
   };
   const plain = metrics({ process: true });
@@ -424,8 +426,7 @@ test('GC durations only with metrics.gc, and the observer stops with the last ga
   const m = metrics({ process: true, gc: true });
   await churn();
   const counted = async () =>
-    find(await scrape(m), 'nodejs_gc_duration_seconds_count').find((x) => x.labels.kind === 'minor')?.value ??
-    0;
+    find(await scrape(m), 'nodejs_gc_duration_seconds_count').reduce((sum, x) => sum + x.value, 0);
   const before = await counted();
   expect(before).toBeGreaterThan(0);
   m.close();

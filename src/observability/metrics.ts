@@ -6,6 +6,8 @@ import type { Snapshot } from '../compile/snapshot.js';
 import { type MetricsConfig, metricsSchema } from '../config/schema.js';
 import type { Outcome } from '../core/outcome.js';
 import type { Exchange } from '../proxy/exchange.js';
+import type { PolicyDecision } from '../stages/policy.js';
+import { storeErrorTotals } from '../stages/rate-limit/events.js';
 import type { CircuitEvent, HealthEvent, OutlierEvent } from '../upstream/events.js';
 import type { UpstreamService } from '../upstream/service.js';
 
@@ -169,6 +171,8 @@ const OUTCOMES: readonly Outcome[] = [
   'reset',
   'timeout',
   'protocol_error',
+  'refused_stream',
+  'grpc_error',
   'client_abort',
   'local_reply',
 ];
@@ -385,6 +389,10 @@ export class GatewayMetrics {
   readonly #retries: CellCounter;
   readonly #timeouts: CellCounter;
   readonly #budgetExhausted: CellCounter;
+  readonly #policyDecisions: CellCounter;
+  /** Decision marks (made per route and policy at compile time) → their series; one Map lookup per new mark. */
+  readonly #decisionCells = new WeakMap<PolicyDecision, CounterCell>();
+  readonly #decisionSeries = new Map<string, CounterCell>();
   readonly #ejections: Counter<string>;
   readonly #circuitTransitions: Counter<string>;
   readonly #healthTransitions: Counter<string>;
@@ -428,7 +436,7 @@ export class GatewayMetrics {
     const active = this.#activeRequests;
     new Gauge({
       name: 'http_server_active_requests',
-      help: 'Requests received whose response has not ended yet. A level that keeps rising means requests hang: check upstream latency and timeouts.',
+      help: 'Requests received whose response has not ended yet, by protocol (http1, h2, or grpc for gRPC over HTTP/2; gRPC-Web counts as the HTTP version it came on). A level that keeps rising means requests hang: check upstream latency and timeouts.',
       labelNames: ['protocol'],
       registers: [reg],
       collect() {
@@ -463,7 +471,7 @@ export class GatewayMetrics {
     this.#clientDuration = new SeriesHistogram(
       reg,
       'http_client_request_duration_seconds',
-      'Time of each upstream attempt (every retry is an attempt of its own) until it ended, in seconds. trellis_outcome says how it ended (success, http_5xx, connect_refused, connect_timeout, connect_failed, reset, timeout, protocol_error, client_abort): the share of outcomes other than success per server_address shows which endpoint fails and how.',
+      'Time of each upstream attempt (every retry is an attempt of its own) until it ended, in seconds. trellis_outcome says how it ended (success, http_5xx, connect_refused, connect_timeout, connect_failed, reset, timeout, protocol_error, refused_stream, grpc_error, client_abort): the share of outcomes other than success per server_address shows which endpoint fails and how.',
       ['trellis_service', 'server_address', 'trellis_outcome', 'http_response_status_class'],
       buckets,
     );
@@ -484,6 +492,14 @@ export class GatewayMetrics {
       'trellis_retry_budget_exhausted_total',
       "Requests whose failed attempt was not retried because the service's retry budget was spent: these failures reached clients. Rising means the service fails broadly, not now and then.",
       ['trellis_service'],
+    );
+
+    // ---- policies ----
+    this.#policyDecisions = new CellCounter(
+      reg,
+      'trellis_policy_decisions_total',
+      'Decisions of the policies attached to a route (docs/policies.md), by policy name and type: allow (the request went on), deny (the policy answered it: 401, 403, 429, ...), shadow_deny (a policy in shadow mode would have refused it, and let it through), error (the policy failed: its backend unreachable or overloaded, or it threw). A request counts once per policy that ran.',
+      ['trellis_route', 'trellis_policy', 'trellis_policy_type', 'decision'],
     );
 
     // ---- upstream state changes (diagnostics_channel) ----
@@ -627,6 +643,16 @@ export class GatewayMetrics {
         this.inc(spans('dropped'));
       },
     });
+    new Counter({
+      name: 'trellis_rate_limit_store_errors_total',
+      help: 'Rate-limit and quota checks that their store (Redis) did not answer in time, by policy: each was let through uncounted (onStoreError: allow) or refused with 503 rate_limit_unavailable (deny). Alert on any steady increase (docs/rate-limits.md).',
+      labelNames: ['trellis_policy'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const [policy, n] of storeErrorTotals) this.inc({ trellis_policy: policy }, n);
+      },
+    });
     new Gauge({
       name: 'trellis_workers',
       help: 'Worker processes in this scrape: 1 per process, so a cluster scrape counts the workers that answered. Divide per-worker state gauges (trellis_endpoint_healthy, ...) by it.',
@@ -712,6 +738,9 @@ export class GatewayMetrics {
     s.observe(durationMs >= 0 ? durationMs / 1000 : 0);
     node.bytesIn.value += ex.bytesIn;
     node.bytesOut.value += ex.bytesOut;
+    const decisions = ex.decisions;
+    if (decisions !== undefined)
+      for (let i = 0; i < decisions.length; i++) this.#decisionCell(decisions[i]!).value++;
     if (service === NONE) return;
     const kind = timeoutKind(code);
     if (kind === -1 && !ex.retryBudgetExhausted) return;
@@ -755,11 +784,11 @@ export class GatewayMetrics {
     if (isRetry) this.#serviceCells(service).retries.value++;
   }
 
-  requestStarted(protocol: 'http1'): void {
+  requestStarted(protocol: 'http1' | 'h2' | 'grpc'): void {
     this.#activeCell(protocol).value++;
   }
 
-  requestFinished(protocol: 'http1'): void {
+  requestFinished(protocol: 'http1' | 'h2' | 'grpc'): void {
     this.#activeCell(protocol).value--;
   }
 
@@ -799,6 +828,25 @@ export class GatewayMetrics {
       byRoute.set(route, node);
     }
     return node;
+  }
+
+  #decisionCell(d: PolicyDecision): CounterCell {
+    let c = this.#decisionCells.get(d);
+    if (c === undefined) {
+      const key = `${d.route}\u0000${d.policy}\u0000${d.type}\u0000${d.decision}`;
+      c = this.#decisionSeries.get(key);
+      if (c === undefined) {
+        c = this.#policyDecisions.cell({
+          trellis_route: d.route,
+          trellis_policy: d.policy,
+          trellis_policy_type: d.type,
+          decision: d.decision,
+        });
+        this.#decisionSeries.set(key, c);
+      }
+      this.#decisionCells.set(d, c);
+    }
+    return c;
   }
 
   #serviceCells(service: string): ServiceCells {

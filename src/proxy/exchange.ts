@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -12,16 +13,31 @@ import {
   RetryOn,
   type RetryPolicy,
 } from '../compile/snapshot.js';
-import type { ErrorCode } from '../core/errors.js';
-import { classifyUpstreamError, type Outcome } from '../core/outcome.js';
-import { sendProblem } from '../core/problem.js';
+import { type ErrorCode, errorCatalog } from '../core/errors.js';
+import { classifyUpstreamError, isGrpcFailure, type Outcome } from '../core/outcome.js';
+import { encodeGrpcMessage, sendGrpcError, sendProblem } from '../core/problem.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AttemptSpan, RequestTrace, Tracer } from '../observability/tracing.js';
 import { normalizePath, type RouterRequest } from '../router/index.js';
-import type { Consumer } from '../stages/policy.js';
+import type { Consumer, PolicyDecision } from '../stages/policy.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamService } from '../upstream/service.js';
 import { type ClientCertificate, clientCertOf, forwardedClientCert } from './client-cert.js';
+import {
+  Base64Decoder,
+  Base64Encoder,
+  errorContentType,
+  formatGrpcTimeout,
+  GRPC,
+  GRPC_NONE,
+  GRPC_WEB_TEXT,
+  type GrpcKind,
+  grpcKindOf,
+  parseGrpcTimeout,
+  trailerFrame,
+  upstreamContentType,
+  webContentType,
+} from './grpc.js';
 import {
   connectionTokens,
   forwardedNode,
@@ -120,6 +136,8 @@ export class Exchange implements StageContext, RouterRequest {
   upstreamHost: string | undefined = undefined;
   consumer: Consumer | undefined = undefined;
   claims: Readonly<Record<string, unknown>> | undefined = undefined;
+  /** Decisions of the route's policies, in the order they ran (see compile/policies.ts); undefined: none ran. */
+  decisions: PolicyDecision[] | undefined = undefined;
   requestId = '';
   route: CompiledRoute | undefined = undefined;
   service: UpstreamService | undefined = undefined;
@@ -143,13 +161,29 @@ export class Exchange implements StageContext, RouterRequest {
   retryBudgetExhausted = false;
   /** Set (before `start`) for an upgrade request that is proxied as one (WebSocket). */
   upgrade: UpgradeHandler | undefined = undefined;
+  /** gRPC kind by the request's content type (GRPC_NONE: not gRPC); gRPC requests get gRPC errors. */
+  grpc: GrpcKind = GRPC_NONE;
+  /** The `protocol` label of the active-requests gauge: http1, h2, or grpc (gRPC over HTTP/2). */
+  readonly protocol: 'http1' | 'h2' | 'grpc';
+  /** The request's `grpc-timeout` in ms (-1: none). */
+  #grpcTimeout = -1;
+  /** The route timer is a gRPC deadline: it covers the whole call, not just the wait for response headers. */
+  #wholeCall = false;
+  /** That deadline in ms. */
+  #deadline = 0;
+  /** gRPC-Web translated to gRPC for this request (the route's `grpcWeb`). */
+  #web = false;
+  /** grpc-web-text: the response body's base64 encoder. */
+  #webText: Base64Encoder | undefined = undefined;
   /** The current upstream attempt. */
   #attempt: Attempt | undefined = undefined;
   /** The request body kept for a retry or mirror (EMPTY: no body); undefined when it streams. */
   #replay: Buffer | undefined = undefined;
-  #stream: Transform | undefined = undefined;
+  #stream: BodyMeter | undefined = undefined;
   /** Index of the Host value in upstreamHeaders, set by the first attempt. */
   #hostIndex = -1;
+  /** Trace context fields the client sent (traceparent, tracestate, b3, x-b3-*), when tracing is on. */
+  #traceHeaders: Record<string, string> | undefined = undefined;
   /** Index of the traceparent value in upstreamHeaders, set by the first traced attempt. */
   #traceIndex = -1;
   /** A retry's backoff, or before any attempt a fault delay. */
@@ -181,7 +215,13 @@ export class Exchange implements StageContext, RouterRequest {
     this.h2 = req.httpVersionMajor === 2;
     this.timed = gw.onFinish !== undefined;
     if (this.timed) this.startedAt = performance.now();
-    gw.metrics?.requestStarted('http1');
+    // An HTTP/2 request's headers object already exists (the compat API builds it); HTTP/1.1 never builds it here.
+    this.protocol = !this.h2
+      ? 'http1'
+      : grpcKindOf(req.headers['content-type'] as string | undefined) === GRPC
+        ? 'grpc'
+        : 'h2';
+    gw.metrics?.requestStarted(this.protocol);
   }
 
   get headers(): IncomingHttpHeaders {
@@ -192,13 +232,70 @@ export class Exchange implements StageContext, RouterRequest {
     return clientCertOf(this.req.socket);
   }
 
+  get rawTarget(): string {
+    return this.req.url ?? '';
+  }
+
+  /** A body read whole by peekBody, sent upstream as a buffered body. */
+  #peeked: Buffer | undefined = undefined;
+  #continued = false;
+
+  /**
+   * Reads the request body for a stage that inspects it (WAF), up to `limit` bytes: a body that ends within the
+   * limit is kept and later sent upstream from memory; a longer one is put back on the request and streams on,
+   * and the stage gets its first `limit` bytes. Undefined: no body, or a gRPC stream (never held back).
+   */
+  peekBody(limit: number): Promise<{ data: Buffer; complete: boolean }> | undefined {
+    if (this.#bodyLength === -1 || this.grpc !== GRPC_NONE || this.upgrade !== undefined) return undefined;
+    const req = this.req;
+    if (this.req.headers.expect !== undefined && !this.#continued && !this.res.headersSent) {
+      this.#continued = true;
+      this.res.writeContinue();
+    }
+    // Never hold more than the route lets through: a longer body streams on and meets the route's limit.
+    limit = Math.min(limit, this.route?.maxBodyBytes ?? limit);
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const done = (complete: boolean) => {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('error', onError);
+        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+        if (complete) this.#peeked = all;
+        else {
+          req.pause();
+          req.unshift(all);
+        }
+        resolve({ data: complete ? all : all.subarray(0, limit), complete });
+      };
+      const onData = (c: Buffer) => {
+        chunks.push(c);
+        size += c.length;
+        if (size > limit) done(false);
+      };
+      const onEnd = () => done(true);
+      const onError = (err: Error) => {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        reject(err);
+      };
+      req.on('data', onData);
+      req.on('end', onEnd);
+      req.on('error', onError);
+    });
+  }
+
   /** Runs the request to its end: routing, stages, upstream or local reply. */
   start(expectContinue: boolean): void {
     (this.res as ResWithExchange)[kExchange] = this;
     this.res.on('close', onResponseClose);
+    const ok = this.#parseTarget() && this.#readHeaders();
+    // The incoming trace context comes from the raw header pass: reading req.headers would make Node build the
+    // whole headers object for every request (it is lazy), which cost more than all the rest of tracing.
     const tracer = this.gw.tracer;
-    if (tracer !== undefined) this.trace = tracer.begin(this.req.headers);
-    if (!this.#parseTarget() || !this.#readHeaders()) {
+    if (tracer !== undefined) this.trace = tracer.begin(this.#traceHeaders ?? NO_TRACE_HEADERS);
+    if (!ok) {
       this.#localError('bad_request', 'malformed request target or headers');
       return;
     }
@@ -272,6 +369,13 @@ export class Exchange implements StageContext, RouterRequest {
     // The upstream gets the path that was routed on.
     this.upstreamPath = path === raw ? url : q === -1 ? path : `${path}?${this.query}`;
     return true;
+  }
+
+  /** Keeps an incoming trace context field for the tracer (repeated fields joined, as Node joins them). */
+  #traceHeader(name: string, value: string): void {
+    const h = (this.#traceHeaders ??= {});
+    const had = h[name];
+    h[name] = had === undefined ? value : `${had}, ${value}`;
   }
 
   /** One pass over the raw headers: the upstream list without hop-by-hop fields, and the fields we act on. */
@@ -350,14 +454,23 @@ export class Exchange implements StageContext, RouterRequest {
           continue;
         case 'expect':
           continue;
+        case 'content-type':
+          this.grpc = grpcKindOf(value);
+          out.push(name, value);
+          continue;
+        case 'grpc-timeout':
+          this.#grpcTimeout = parseGrpcTimeout(value);
+          out.push(name, value);
+          continue;
         case 'traceparent':
         case 'tracestate':
         case 'b3':
-          if (!traced) out.push(name, value);
+          if (traced) this.#traceHeader(name, value);
+          else out.push(name, value);
           continue;
         default:
-          if (HOP_BY_HOP.has(name) || (traced && name.startsWith('x-b3-')) || name === certHeader) continue;
-          out.push(name, value);
+          if (traced && name.startsWith('x-b3-')) this.#traceHeader(name, value);
+          else if (!HOP_BY_HOP.has(name) && name !== certHeader) out.push(name, value);
       }
     }
     if (h2) {
@@ -451,18 +564,66 @@ export class Exchange implements StageContext, RouterRequest {
     }
     this.#circuitProbe = circuit !== undefined;
     service.budget.deposit();
-    if (expectContinue) this.res.writeContinue();
+    if (expectContinue && !this.#continued) this.res.writeContinue();
+    const grpc = this.grpc !== GRPC_NONE;
+    if (grpc) this.#prepareGrpc(route);
     const hasBody = this.#bodyLength > 0 || this.#bodyLength === -2;
     if (!hasBody) this.#replay = EMPTY;
-    else if (route.buffersBody && this.#bodyLength <= route.retry.replayBuffer) {
+    else if (this.#peeked !== undefined) {
+      // A stage read it whole (peekBody, within route.maxBodyBytes): send it from memory, as a buffered body.
+      this.#replay = this.#peeked.length === 0 ? EMPTY : this.#peeked;
+      this.bytesIn = this.#peeked.length;
+    } else if (route.buffersBody && !grpc && this.#bodyLength <= route.retry.replayBuffer) {
       // Small enough to keep: read it all first, so that a retry or a mirror can send it again.
       this.#bufferBody(route.retry.replayBuffer);
       return;
     } else {
-      this.#stream = new BodyMeter(this, route.maxBodyBytes);
-      this.req.pipe(this.#stream);
+      // gRPC streams both ways at once, so its body is never held back; a copy of a small one is kept for a retry.
+      // So is one streamed to an HTTP/2 service that may refuse the stream after reading some of it.
+      const keep =
+        (grpc && route.buffersBody) ||
+        (service.http2 && route.retry.attempts > 1 && (route.retry.on & RetryOn.refusedStream) !== 0)
+          ? route.retry.replayBuffer
+          : 0;
+      const meter = new BodyMeter(this, route.maxBodyBytes, keep);
+      this.#stream = meter;
+      if (this.#web && this.grpc === GRPC_WEB_TEXT) {
+        const decoder = new Base64Decoder();
+        decoder.on('error', (err) => meter.destroy(err));
+        this.req.pipe(decoder).pipe(meter);
+      } else this.req.pipe(meter);
     }
     this.#begin();
+  }
+
+  /**
+   * A gRPC request about to go upstream: gRPC-Web becomes gRPC (the route's `grpcWeb`), and a `grpc-timeout` becomes
+   * the call's deadline, capped by the route timeout; the capped value goes upstream.
+   */
+  #prepareGrpc(route: CompiledRoute): void {
+    const out = this.upstreamHeaders;
+    if (route.grpcWeb && this.grpc !== GRPC) {
+      this.#web = true;
+      for (let i = 0; i < out.length; i += 2) {
+        if (out[i] === 'content-type') out[i + 1] = upstreamContentType(out[i + 1]!, this.grpc);
+      }
+      if (this.grpc === GRPC_WEB_TEXT) {
+        // The body shrinks by a quarter on the way: its length is the decoder's business.
+        removeFields(out, CONTENT_LENGTH);
+        if (this.#bodyLength > 0) this.#bodyLength = -2;
+        this.#webText = new Base64Encoder();
+      }
+    }
+    if (this.#grpcTimeout < 0) return;
+    const cap = route.requestTimeout;
+    const deadline = cap > 0 && cap < this.#grpcTimeout ? cap : this.#grpcTimeout;
+    this.#wholeCall = true;
+    this.#deadline = deadline;
+    if (deadline !== this.#grpcTimeout) {
+      for (let i = 0; i < out.length; i += 2) {
+        if (out[i] === 'grpc-timeout') out[i + 1] = formatGrpcTimeout(deadline);
+      }
+    }
   }
 
   /** Fault injection: true when the request was answered (abort) or deferred (delay). */
@@ -540,7 +701,8 @@ export class Exchange implements StageContext, RouterRequest {
     if (route.mirror !== undefined && this.#replay !== undefined && this.upgrade === undefined)
       this.#sendMirror(route.mirror);
     if (this.timed) this.upstreamStartedAt = performance.now();
-    if (route.requestTimeout > 0) this.#timer = setTimeout(onRouteTimeout, route.requestTimeout, this);
+    const timeout = this.#wholeCall ? this.#deadline : route.requestTimeout;
+    if (timeout > 0) this.#timer = setTimeout(onRouteTimeout, timeout, this);
     this.#dispatch();
   }
 
@@ -652,9 +814,13 @@ export class Exchange implements StageContext, RouterRequest {
     const rp = route.retry;
     if (this.attempts >= rp.attempts || (rp.on & condition) === 0) return false;
     if (this.#done || this.#timedOut || this.res.headersSent) return false;
-    // A streamed body can go again only when none of it was read (a failed connect reads nothing).
-    if (this.#replay === undefined && !(nothingSent && this.bytesIn === 0 && !this.#stream!.readableDidRead))
-      return false;
+    // A streamed body can go again when none of it was read (a failed connect reads nothing), or when all of it
+    // came and a copy was kept (gRPC).
+    if (this.#replay === undefined) {
+      const copy = this.#stream?.copy();
+      if (copy !== undefined) this.#replay = copy;
+      else if (!(nothingSent && this.bytesIn === 0 && !this.#stream!.readableDidRead)) return false;
+    }
     // Nothing was sent on a failed connect: any method may go again. Otherwise only idempotent ones.
     if (!nothingSent && !rp.nonIdempotent && !IDEMPOTENT.has(this.method)) return false;
     const svc = this.service!;
@@ -729,26 +895,38 @@ export class Exchange implements StageContext, RouterRequest {
   /** The route timeout fired before the response headers. */
   routeTimedOut(): void {
     this.#timer = undefined;
-    if (this.#done || this.res.headersSent) return;
+    if (this.#done) return;
+    // A gRPC deadline covers the whole call; the route timeout of any other request only the wait for headers.
+    const late = this.res.headersSent;
+    if (late && !this.#wholeCall) return;
     this.#timedOut = true;
     this.#cancelRetry();
-    this.outcome = 'timeout';
+    // A stream that outlived its caller's deadline is no failure of the endpoint: the outcome stays what it was.
+    if (!late) this.outcome = 'timeout';
     if (this.timed) this.upstreamEndedAt = performance.now();
-    const ms = this.route!.requestTimeout;
     const a = this.#attempt;
-    // Answer now, whether the request is on a connection or still queued for one; then drop the attempt.
-    this.#localError(
-      'upstream_timeout',
-      `${this.endpoint?.authority ?? 'upstream'}: no response in ${ms} ms${this.attempts > 1 ? ` (${this.attempts} attempts)` : ''}`,
-    );
+    const where = this.endpoint?.authority ?? 'upstream';
+    if (this.#wholeCall) {
+      const asked =
+        this.#grpcTimeout === this.#deadline ? 'grpc-timeout' : 'grpc-timeout capped by the route timeout';
+      const detail = `${where}: deadline of ${this.#deadline} ms (${asked}) exceeded`;
+      if (late) this.#grpcFailLate('upstream_timeout', detail);
+      else this.#localError('upstream_timeout', detail);
+    } else {
+      // Answer now, whether the request is on a connection or still queued for one; then drop the attempt.
+      this.#localError(
+        'upstream_timeout',
+        `${where}: no response in ${this.route!.requestTimeout} ms${this.attempts > 1 ? ` (${this.attempts} attempts)` : ''}`,
+      );
+    }
     if (a !== undefined && !a.ended) {
       // A hung endpoint's latency estimate learns the wait, as a per-try timeout would teach it.
       const svc = this.service!;
-      if (svc.observesLatency && !a.discard) {
+      if (svc.observesLatency && !a.discard && !late) {
         const now = performance.now();
         svc.observe(a.ep, now - a.sentAt, now, true);
       }
-      this.#endAttempt(a, 'timeout');
+      this.#endAttempt(a, late ? 'local_reply' : 'timeout');
       if (a.abort) a.abort(new Error('route timeout'));
       else a.abandoned = true;
     }
@@ -790,18 +968,31 @@ export class Exchange implements StageContext, RouterRequest {
         return true;
       }
     }
-    clearTimeout(this.#timer);
+    if (!this.#wholeCall) clearTimeout(this.#timer);
     const headers = responseHeaders(rawHeaders, this.requestId);
+    if (this.#web) webResponseHeaders(headers, this.grpc);
     if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
     if (rp.attemptsHeader) headers.push('x-trellis-attempts', String(this.attempts));
     // After the gateway's own fields, so that a route can remove or replace them.
     const stages = this.route!.responseStages;
-    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
+    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers, this);
     this.#beforeReply(false);
     this.status = statusCode;
-    this.outcome = statusCode >= 500 ? 'http_5xx' : 'success';
-    a.outcome = this.outcome;
+    let outcome: Outcome = statusCode >= 500 ? 'http_5xx' : 'success';
+    // A trailers-only gRPC reply carries its status in the headers.
+    const grpcStatus = this.grpc === GRPC_NONE ? undefined : fieldValue(rawHeaders, 'grpc-status');
+    if (grpcStatus !== undefined && outcome === 'success' && isGrpcFailure(grpcStatus))
+      outcome = 'grpc_error';
+    this.outcome = outcome;
+    a.outcome = outcome;
     try {
+      if (a.trailersOnly && this.h2 && grpcStatus !== undefined && !this.#web) {
+        // One HEADERS frame that ends the stream, as it came: gRPC clients read a status only from such a frame
+        // or from trailers (the compat API's writeHead + end would send an empty DATA frame after the headers).
+        const stream = (res as unknown as { stream: ServerHttp2Stream }).stream;
+        stream.respond(headerObject(statusCode, headers), { endStream: true });
+        return true;
+      }
       // HTTP/2 has no reason phrase.
       if (statusText && !this.h2) res.writeHead(statusCode, statusText, headers);
       else res.writeHead(statusCode, headers);
@@ -820,6 +1011,11 @@ export class Exchange implements StageContext, RouterRequest {
 
   onData(chunk: Buffer): boolean {
     this.bytesOut += chunk.length;
+    const enc = this.#webText;
+    if (enc !== undefined) {
+      const text = enc.push(chunk);
+      return text === '' ? true : this.res.write(text);
+    }
     return this.res.write(chunk);
   }
 
@@ -868,7 +1064,7 @@ export class Exchange implements StageContext, RouterRequest {
     const headers = responseHeaders(raw, this.requestId);
     if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
     const stages = this.route!.responseStages;
-    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers);
+    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(statusCode, headers, this);
     try {
       upgrade.switched(this, headers, socket);
     } catch (err) {
@@ -884,7 +1080,7 @@ export class Exchange implements StageContext, RouterRequest {
     if (this.#done) return;
     this.#done = true;
     this.#finishUpstream();
-    this.gw.metrics?.requestFinished('http1');
+    this.gw.metrics?.requestFinished(this.protocol);
     this.gw.onFinish?.(this);
   }
 
@@ -899,10 +1095,23 @@ export class Exchange implements StageContext, RouterRequest {
   }
 
   attemptComplete(a: Attempt, trailers: Array<Buffer | string> | null): void {
+    if (this.grpc !== GRPC_NONE && trailers !== null && a.outcome === 'success' && !a.discard) {
+      // The one classification of a gRPC call: its status, from the trailers.
+      const status = trailerValue(trailers, 'grpc-status');
+      if (status !== undefined && isGrpcFailure(status)) {
+        a.outcome = 'grpc_error';
+        if (a === this.#attempt) this.outcome = 'grpc_error';
+      }
+    }
     this.#endAttempt(a, a.outcome);
     if (a.discard) return;
+    if (this.#wholeCall) clearTimeout(this.#timer);
     this.#finishUpstream();
     if (this.timed) this.upstreamEndedAt = performance.now();
+    if (this.#web) {
+      this.#endWeb(trailers);
+      return;
+    }
     if (trailers && trailers.length > 0 && (this.res.chunkedEncoding || this.h2))
       this.res.addTrailers(trailerObject(trailers));
     this.res.end();
@@ -933,9 +1142,13 @@ export class Exchange implements StageContext, RouterRequest {
     if (this.res.headersSent) {
       // Too late for an error reply: cut the response so the client sees it is incomplete.
       this.outcome = this.#done ? 'client_abort' : c.outcome;
-      this.errorCode = c.code;
+      this.errorCode = te.trellisCode ?? c.code;
       this.#finishUpstream();
-      this.res.destroy();
+      // gRPC: the status goes in the trailers instead, so the client reads why.
+      if (this.grpc !== GRPC_NONE && !this.#done) {
+        if (this.#wholeCall) clearTimeout(this.#timer);
+        this.#grpcFailLate(te.trellisCode ?? c.code, `${a.ep.authority}: ${err.message}`);
+      } else this.res.destroy();
       return;
     }
     if (te.trellisCode !== undefined) {
@@ -1013,7 +1226,7 @@ export class Exchange implements StageContext, RouterRequest {
     headers.push('x-request-id', this.requestId);
     // The route's response header edits apply to its own replies (direct response, redirect) too.
     const stages = this.route?.responseStages;
-    if (stages) for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(r.status, headers);
+    if (stages) for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(r.status, headers, this);
     this.#beforeReply(false);
     res.writeHead(r.status, headers);
     res.end(this.method === 'HEAD' ? undefined : r.body);
@@ -1026,8 +1239,62 @@ export class Exchange implements StageContext, RouterRequest {
     if (this.requestId === '') this.requestId = randomUUID();
     this.status = 0;
     this.#beforeReply(code === 'body_too_large' || code === 'bad_request');
-    sendProblem(res, code, detail, this.requestId, headers, status, this.trace?.traceId);
+    // After a route matched, its response stages see the error reply too: CORS fields, so that a page can read
+    // a 401 or a 429 (and its Retry-After); the route's own response header edits.
+    const stages = this.route?.responseStages;
+    if (stages !== undefined && stages.length > 0) {
+      const list: string[] = [];
+      if (headers !== undefined) for (const name in headers) list.push(name, headers[name]!);
+      const st = status ?? errorCatalog[code].status;
+      for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(st, list, this);
+      headers = {};
+      for (let i = 0; i < list.length; i += 2) headers[list[i]!.toLowerCase()] = list[i + 1]!;
+    }
+    // A gRPC client reads a status, never a body: the same catalog entry as a gRPC error.
+    if (this.grpc !== GRPC_NONE)
+      sendGrpcError(
+        res,
+        code,
+        detail,
+        this.requestId,
+        errorContentType(this.grpc),
+        this.trace?.traceId,
+        headers,
+      );
+    else sendProblem(res, code, detail, this.requestId, headers, status, this.trace?.traceId);
     this.status = res.statusCode;
+  }
+
+  /**
+   * A gRPC call fails after its response headers went out: the status goes in the trailers (gRPC-Web: the trailer
+   * frame), so the client reads DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED instead of a broken stream.
+   */
+  #grpcFailLate(code: ErrorCode, detail: string): void {
+    const res = this.res;
+    if (res.writableEnded || res.destroyed) return;
+    this.errorCode = code;
+    const trailers = [
+      'grpc-status',
+      String(errorCatalog[code].grpc),
+      'grpc-message',
+      encodeGrpcMessage(detail),
+    ];
+    if (this.#web) this.#endWeb(trailers);
+    else if (this.h2 || res.chunkedEncoding) {
+      res.addTrailers(trailerObject(trailers));
+      res.end();
+    } else res.destroy();
+  }
+
+  /** Ends a translated gRPC-Web response: the trailer frame in the body (base64 with grpc-web-text). */
+  #endWeb(trailers: ReadonlyArray<Buffer | string> | null): void {
+    const frame = trailers !== null && trailers.length > 0 ? trailerFrame(trailers) : undefined;
+    const enc = this.#webText;
+    if (enc !== undefined) {
+      const tail = enc.end(frame);
+      if (tail !== '') this.res.write(tail);
+    } else if (frame !== undefined) this.res.write(frame);
+    this.res.end();
   }
 
   /**
@@ -1075,7 +1342,7 @@ export class Exchange implements StageContext, RouterRequest {
       }
     }
     this.#finishUpstream();
-    this.gw.metrics?.requestFinished('http1');
+    this.gw.metrics?.requestFinished(this.protocol);
     this.gw.onFinish?.(this);
   }
 
@@ -1096,6 +1363,8 @@ export class Exchange implements StageContext, RouterRequest {
 }
 
 const kExchange = Symbol('trellis.exchange');
+/** What the tracer reads when a request carries no trace context: nothing. */
+const NO_TRACE_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 type ResWithExchange = ServerResponse & { [kExchange]?: Exchange };
 
 function onRouteTimeout(ex: Exchange): void {
@@ -1118,6 +1387,7 @@ function onPerTryTimeout(a: Attempt): void {
 const EMPTY = Buffer.alloc(0);
 
 const FAULT_HEADERS = ['x-trellis-fault-abort', 'x-trellis-fault-delay'];
+const CONTENT_LENGTH = ['content-length'];
 
 /** RFC 9110 §9.2.2: methods a retry cannot make worse. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -1179,6 +1449,8 @@ function errorCondition(o: Outcome): number {
       return RetryOn.connectFailure | RetryOn.gatewayError | RetryOn.status5xx;
     case 'reset':
       return RetryOn.reset | RetryOn.gatewayError | RetryOn.status5xx;
+    case 'refused_stream':
+      return RetryOn.refusedStream | RetryOn.reset | RetryOn.gatewayError | RetryOn.status5xx;
     case 'timeout':
       return RetryOn.timeout | RetryOn.gatewayError | RetryOn.status5xx;
     case 'protocol_error':
@@ -1188,8 +1460,11 @@ function errorCondition(o: Outcome): number {
   }
 }
 
+/** Nothing of the request reached the endpoint's application: any method may go again. */
 function isConnectFailure(o: Outcome): boolean {
-  return o === 'connect_refused' || o === 'connect_timeout' || o === 'connect_failed';
+  return (
+    o === 'connect_refused' || o === 'connect_timeout' || o === 'connect_failed' || o === 'refused_stream'
+  );
 }
 
 function limitDetail(svc: UpstreamService, limit: 'requests' | 'pending' | 'retries'): string {
@@ -1197,6 +1472,15 @@ function limitDetail(svc: UpstreamService, limit: 'requests' | 'pending' | 'retr
   if (limit === 'requests') return `maxRequests (${cb.maxRequests}) requests in flight`;
   if (limit === 'pending') return `maxPending (${cb.maxPending}) requests waiting for a connection`;
   return `maxRetries (${cb.maxRetries}) retries in flight`;
+}
+
+/** The first value of a trailer field (`name` lower case) in a raw list. */
+function trailerValue(raw: ReadonlyArray<Buffer | string>, name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === name.length && n.toString().toLowerCase() === name) return raw[i + 1]!.toString();
+  }
+  return undefined;
 }
 
 /** The first value of a response field (`name` lower case) in undici's raw list. */
@@ -1220,6 +1504,30 @@ function shadowHost(host: string): string {
   if (colon > 0 && host.indexOf(']') < colon && /^\d+$/.test(host.slice(colon + 1)))
     return `${host.slice(0, colon)}-shadow${host.slice(colon)}`;
   return `${host}-shadow`;
+}
+
+/** A translated gRPC-Web reply's headers: the gRPC-Web content type; no length (the body changes on the way). */
+function webResponseHeaders(headers: string[], kind: GrpcKind): void {
+  let type: string | undefined;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === 'content-type') type = headers[i + 1];
+  }
+  removeFields(headers, ['content-type', 'content-length'], false);
+  headers.push('content-type', webContentType(type, kind));
+}
+
+/** A flat header list as an HTTP/2 headers object (repeated names as arrays), with `:status`. */
+function headerObject(status: number, list: readonly string[]): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = Object.create(null);
+  out[':status'] = status;
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i]!.toLowerCase();
+    const prev = out[name];
+    if (prev === undefined) out[name] = list[i + 1]!;
+    else if (Array.isArray(prev)) prev.push(list[i + 1]!);
+    else out[name] = [String(prev), list[i + 1]!];
+  }
+  return out;
 }
 
 /**
@@ -1247,6 +1555,8 @@ class Attempt {
   /** A response the exchange retries instead of forwarding: read and dropped. */
   discard = false;
   outcome: Outcome = 'success';
+  /** Set by the HTTP/2 pool: the response ended with its headers (a gRPC trailers-only reply). */
+  trailersOnly = false;
 
   constructor(ex: Exchange, ep: Endpoint, queued: boolean, isRetry: boolean) {
     this.ex = ex;
@@ -1318,10 +1628,16 @@ class BodyMeter extends Transform {
   readonly #ex: Exchange;
   readonly #limit: number;
   #seen = 0;
-  constructor(ex: Exchange, limit: number) {
+  /** A copy of the body while it is at most `keep` bytes (gRPC: streamed, and still retryable when small). */
+  #kept: Buffer[] | undefined;
+  readonly #keep: number;
+  #complete = false;
+  constructor(ex: Exchange, limit: number, keep = 0) {
     super();
     this.#ex = ex;
     this.#limit = limit;
+    this.#keep = keep;
+    this.#kept = keep > 0 ? [] : undefined;
     // undici listens for body errors only while a request uses the stream. Between attempts (a retry's backoff)
     // or after the reply nobody would, and an 'error' without a listener takes the process down.
     this.on('error', onBodyError);
@@ -1339,6 +1655,19 @@ class BodyMeter extends Transform {
       cb(err);
       return;
     }
+    if (this.#kept !== undefined) {
+      if (this.#seen <= this.#keep) this.#kept.push(chunk);
+      else this.#kept = undefined;
+    }
     cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.#complete = true;
+    cb();
+  }
+  /** The whole body, when it has arrived and was kept; else undefined. */
+  copy(): Buffer | undefined {
+    if (!this.#complete || this.#kept === undefined) return undefined;
+    return this.#kept.length === 1 ? this.#kept[0]! : Buffer.concat(this.#kept);
   }
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { routesView, servicesView } from '../admin/views.js';
+import { type PolicyGeneration, PolicyStates } from '../compile/policies.js';
 import { compileSnapshot, type Snapshot } from '../compile/snapshot.js';
 import type { Config } from '../config/schema.js';
 import { type AccessLog, createAccessLog } from '../observability/access-log.js';
@@ -33,6 +34,8 @@ export class Gateway implements ExchangeHost {
   /** Listeners removed by a reload whose connections are still closing. */
   readonly #retired = new Set<ListenerRuntime>();
   readonly #upstreams = new UpstreamRegistry();
+  /** State of policies (counters, caches, connections) carried across reloads by `keep`. */
+  readonly #policyStates = new PolicyStates();
   #accessLog: AccessLog | undefined;
   readonly #log: Logger;
 
@@ -55,21 +58,30 @@ export class Gateway implements ExchangeHost {
   }
 
   async apply(config: Config, version: number, hash: string): Promise<Snapshot> {
+    const policyState = this.#policyStates.begin();
     try {
-      const snapshot = await this.#apply(config, version, hash);
+      const snapshot = await this.#apply(config, version, hash, policyState);
+      // Live now: policy state the new config did not claim is disposed.
+      this.#policyStates.commit(policyState);
       this.metrics?.configApplied(version, true);
       return snapshot;
     } catch (err) {
+      this.#policyStates.abort(policyState);
       this.metrics?.configApplied(version, false);
       throw err;
     }
   }
 
-  async #apply(config: Config, version: number, hash: string): Promise<Snapshot> {
+  async #apply(
+    config: Config,
+    version: number,
+    hash: string,
+    policyState: PolicyGeneration,
+  ): Promise<Snapshot> {
     if (this.draining) throw new Error('draining: not applying new config');
     let snapshot: Snapshot;
     try {
-      snapshot = compileSnapshot(config, version, this.#upstreams, hash);
+      snapshot = compileSnapshot(config, version, this.#upstreams, hash, policyState);
     } catch (err) {
       this.#keepUpstreams();
       throw err;
@@ -251,6 +263,7 @@ export class Gateway implements ExchangeHost {
       this.websockets.destroyAll();
     }
     await this.#upstreams.closeAll();
+    this.#policyStates.disposeAll();
     this.#stopEventLog();
     this.metrics?.close();
     // Spans still queued get a short, bounded chance to leave; a dead collector must not hold the exit.

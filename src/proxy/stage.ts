@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ErrorCode } from '../core/errors.js';
-import type { Consumer } from '../stages/policy.js';
+import type { Consumer, PolicyDecision } from '../stages/policy.js';
 import type { ClientCertificate } from './client-cert.js';
 
 /** A reply a stage makes instead of going upstream. */
@@ -20,8 +20,11 @@ export interface StageContext {
   readonly hostHeader: string;
   /** Path as received, without the query. */
   readonly path: string;
-  /** Query without `?`, or ''. */
-  readonly query: string;
+  /**
+   * Query without `?`, or ''. A policy that removes a parameter before it goes upstream (api-key) sets this and
+   * `upstreamPath`, so that a later rewrite does not bring it back.
+   */
+  query: string;
   /** Params from a `template` path match. */
   readonly params: Readonly<Record<string, string>> | undefined;
   /** The path and query sent upstream; stages may rewrite it. */
@@ -35,6 +38,13 @@ export interface StageContext {
    * once per connection; undefined on plain HTTP, without one, or with one that did not verify.
    */
   readonly clientCert: ClientCertificate | undefined;
+  /** The request target (path and query) exactly as received, before normalization. */
+  readonly rawTarget?: string;
+  /**
+   * Reads the request body for a stage that inspects it (WAF), up to `limit` bytes; the upstream still gets all
+   * of it. Undefined when there is no body to read (none, or a gRPC stream).
+   */
+  peekBody?(limit: number): Promise<{ data: Buffer; complete: boolean }> | undefined;
   /** Request headers as received (names lower case). */
   readonly headers: IncomingHttpHeaders;
   /** The client's address: the peer, or through trusted proxies the nearest untrusted X-Forwarded-For hop. */
@@ -43,6 +53,10 @@ export interface StageContext {
   consumer: Consumer | undefined;
   /** Claims of a verified token (JWT or introspection), for authorization and header mapping. */
   claims: Readonly<Record<string, unknown>> | undefined;
+  /** Policy decisions so far, written by the policy framework (src/compile/policies.ts); undefined: none ran. */
+  decisions?: PolicyDecision[] | undefined;
+  /** The matched route (set before any stage runs): a rate limit keyed by route counts per route name. */
+  readonly route: { readonly name: string } | undefined;
 }
 
 /** What a stage returns: nothing to continue, a local reply, or a promise of either. Sync stages stay sync. */
@@ -56,6 +70,9 @@ export interface RequestStage {
 /** Runs after the upstream response headers arrive, in reverse route order, before they go to the client. */
 export interface ResponseStage {
   readonly name: string;
-  /** `headers` is the flat list about to be written; edit it in place. */
-  onResponse(status: number, headers: string[]): void;
+  /**
+   * `headers` is the flat list about to be written; edit it in place. `ctx` is the request's own context (CORS
+   * echoes its Origin; a rate limit reports what the request left of the budget).
+   */
+  onResponse(status: number, headers: string[], ctx: StageContext): void;
 }
