@@ -1,0 +1,227 @@
+/**
+ * `waf`: runs the OWASP Core Rule Set (as Debian's modsecurity-crs installs it, or any CRS folder) and the user's
+ * own SecLang rules on each request: phase 1 on the headers, phase 2 on the body (urlencoded, JSON, multipart, up
+ * to `maxBodyBytes`). CRS's anomaly scoring decides; `mode: block` answers 403 `waf_blocked`, `mode: detect`
+ * records and lets the request on. The rules are parsed and compiled once per config (and reused across reloads
+ * while the policy's rule fields do not change). Matched rule ids go to the `trellis:waf` diagnostics channel,
+ * never the matched data.
+ */
+import { channel } from 'node:diagnostics_channel';
+import { z } from 'zod';
+import { byteSize } from '../../config/primitives.js';
+import type { LocalReply, StageContext, StageResult } from '../../proxy/stage.js';
+import { type PolicyKind, PolicyPhase } from '../policy.js';
+import { type CompiledRuleSet, compileRuleSet, type EngineMode, Transaction } from './engine.js';
+import { parseBody, type WafInput } from './request.js';
+import type { SourceIssue } from './seclang/lexer.js';
+import { emptyRuleSet, parseFile, parseText, type RuleSet } from './seclang/parse.js';
+
+export const CRS_PATH = '/usr/share/modsecurity-crs/rules';
+
+const schema = z
+  .strictObject({
+    rules: z
+      .string()
+      .default('crs')
+      .describe(
+        `\`crs\`: the OWASP Core Rule Set at \`crsPath\`; \`none\`: only \`extraRules\`/\`ruleFiles\`; or a path to a CRS rules folder (CRS 3 or 4).`,
+      ),
+    crsPath: z.string().default(CRS_PATH).describe('Where `rules: crs` reads the rule files from.'),
+    paranoiaLevel: z
+      .number()
+      .int()
+      .min(1)
+      .max(4)
+      .default(1)
+      .describe('CRS paranoia level, 1-4: higher catches more and blocks more ordinary traffic.'),
+    inboundThreshold: z
+      .number()
+      .int()
+      .min(1)
+      .default(5)
+      .describe('CRS inbound anomaly score at which a request is blocked (a critical rule scores 5).'),
+    mode: z
+      .enum(['block', 'detect'])
+      .default('block')
+      .describe(
+        '`block`: refuse with 403 `waf_blocked`; `detect`: record the matched rules and let the request on.',
+      ),
+    allowedMethods: z
+      .array(z.string().regex(/^[A-Z]+$/))
+      .optional()
+      .describe("Methods CRS lets through (rule 911100). Absent: CRS's default, GET HEAD POST OPTIONS."),
+    maxBodyBytes: byteSize
+      .default(128 * 1024)
+      .describe('Request body bytes inspected (phase 2); a longer body is handled as `onBodyLimit` says.'),
+    onBodyLimit: z
+      .enum(['inspect-partial', 'reject'])
+      .default('inspect-partial')
+      .describe(
+        'A body over `maxBodyBytes`: inspect its first bytes and let the rest through, or refuse it (403).',
+      ),
+    extraRules: z
+      .array(z.string())
+      .default([])
+      .describe(
+        'SecLang text run after the rule set: your own rules and exclusions (SecRuleRemoveById, ...).',
+      ),
+    ruleFiles: z.array(z.string()).default([]).describe('SecLang files loaded after `extraRules`.'),
+    removeRules: z
+      .array(z.union([z.number().int().positive(), z.string().regex(/^\d+(-\d+)?$/)]))
+      .default([])
+      .describe('Rule ids or ranges (`942100`, `"920000-920999"`) to remove: the usual false-positive fix.'),
+  })
+  .describe('Web application firewall: the OWASP Core Rule Set and SecLang rules.');
+
+export type WafConfig = z.output<typeof schema>;
+
+/** Where a WAF decision is published: `{ route, policy, requestId, action, ruleIds, score }`. */
+export const wafChannel = channel('trellis:waf');
+
+export interface LoadedRules {
+  readonly compiled: CompiledRuleSet;
+  /** Unsupported items (config errors) and inert ones (notes). */
+  readonly unsupported: readonly SourceIssue[];
+  readonly notes: readonly SourceIssue[];
+}
+
+function rulesKey(c: WafConfig): string {
+  return JSON.stringify([c.rules, c.crsPath, c.extraRules, c.ruleFiles, c.removeRules]);
+}
+
+/** The CRS setup that crs-setup.conf would make, from the policy fields (the engine mode is the policy's). */
+function setupText(): string {
+  return [
+    'SecDefaultAction "phase:1,log,auditlog,pass"',
+    'SecDefaultAction "phase:2,log,auditlog,pass"',
+    'SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"',
+  ].join('\n');
+}
+
+// Loading CRS costs a few hundred ms: configs that load the same rules share them (a reload, a test file).
+const loaded = new Map<string, LoadedRules>();
+
+export function loadRules(c: WafConfig): LoadedRules {
+  const key = rulesKey(c);
+  const hit = loaded.get(key);
+  if (hit !== undefined) return hit;
+  const set: RuleSet = emptyRuleSet();
+  const trusted = new Set<string>();
+  if (c.rules !== 'none') {
+    parseText(setupText(), '<crs-setup>', set);
+    const before = set.items.length;
+    try {
+      parseFile(c.rules === 'crs' ? c.crsPath : c.rules, set);
+    } catch (err) {
+      set.unsupported.push({
+        file: c.rules === 'crs' ? c.crsPath : c.rules,
+        line: 0,
+        message: (err as Error).message,
+      });
+    }
+    for (const it of set.items.slice(before)) if (it.kind === 'rule') trusted.add(it.rule.file);
+    trusted.add('<crs-setup>');
+  }
+  if (c.removeRules.length > 0)
+    parseText(`SecRuleRemoveById ${c.removeRules.join(' ')}`, '<removeRules>', set);
+  c.extraRules.forEach((text, i) => {
+    parseText(text, `extraRules[${i}]`, set);
+  });
+  for (const f of c.ruleFiles) {
+    try {
+      parseFile(f, set);
+    } catch (err) {
+      set.unsupported.push({ file: f, line: 0, message: (err as Error).message });
+    }
+  }
+  const compiled = compileRuleSet(set, (file) => trusted.has(file));
+  const out = { compiled, unsupported: [...set.unsupported, ...compiled.problems], notes: set.notes };
+  if (loaded.size >= 8) loaded.delete(loaded.keys().next().value!);
+  loaded.set(key, out);
+  return out;
+}
+
+const INSPECTED =
+  /^(application\/x-www-form-urlencoded|multipart\/form-data|application\/([a-z0-9.+-]*\+)?json|text\/|application\/xml)/i;
+
+export const wafPolicy: PolicyKind<WafConfig> = {
+  type: 'waf',
+  phase: PolicyPhase.waf,
+  schema,
+  validate(c, ctx) {
+    const r = loadRules(c);
+    for (const u of r.unsupported.slice(0, 50)) ctx.issue(['rules'], `${u.file}:${u.line}: ${u.message}`);
+  },
+  compile(c, ctx) {
+    const { compiled, unsupported } = loadRules(c);
+    if (unsupported.length > 0) {
+      const u = unsupported[0]!;
+      throw new Error(`${ctx.source}.rules: ${u.file}:${u.line}: ${u.message}`);
+    }
+    const engine: EngineMode = c.mode === 'block' ? 'On' : 'DetectionOnly';
+    const preset = new Map<string, string>([
+      ['paranoia_level', String(c.paranoiaLevel)],
+      ['executing_paranoia_level', String(c.paranoiaLevel)],
+      ['inbound_anomaly_score_threshold', String(c.inboundThreshold)],
+    ]);
+    if (c.allowedMethods !== undefined) preset.set('allowed_methods', c.allowedMethods.join(' '));
+    const blocked: LocalReply = {
+      kind: 'error',
+      code: 'waf_blocked',
+      detail: `policy ${ctx.name}: request blocked`,
+    };
+    const name = ctx.name;
+    const limit = c.maxBodyBytes;
+
+    const verdict = (tx: Transaction, sc: StageContext): LocalReply | undefined => {
+      const hit = tx.interruption ?? tx.wouldInterrupt;
+      if (hit !== undefined || tx.matched.length > 0) {
+        if (wafChannel.hasSubscribers) {
+          wafChannel.publish({
+            route: sc.route?.name,
+            policy: name,
+            requestId: (sc as { requestId?: string }).requestId,
+            action: tx.interruption !== undefined ? 'blocked' : hit !== undefined ? 'detected' : 'matched',
+            ruleIds: tx.matched.map((m) => m.id),
+            variables: tx.matched.map((m) => m.variable),
+            score: Number(tx.get('anomaly_score') ?? 0),
+          });
+        }
+      }
+      return tx.interruption !== undefined ? blocked : undefined;
+    };
+
+    return {
+      request: {
+        name,
+        onRequest: function waf(sc: StageContext): StageResult {
+          const q = sc.query;
+          const input: WafInput = {
+            method: sc.method,
+            rawTarget: sc.rawTarget ?? (q === '' ? sc.path : `${sc.path}?${q}`),
+            path: sc.path,
+            query: q,
+            protocol: 'HTTP/1.1',
+            headers: sc.headers,
+            remoteAddr: sc.clientAddress(),
+          };
+          const tx = new Transaction(compiled, input, engine, preset);
+          tx.runPhase(1);
+          if (tx.interruption !== undefined) return verdict(tx, sc);
+          const ct = sc.headers['content-type'] ?? '';
+          const peek = INSPECTED.test(ct) ? sc.peekBody?.(limit) : undefined;
+          if (peek === undefined) {
+            tx.runPhase(2);
+            return verdict(tx, sc);
+          }
+          return peek.then(({ data, complete }) => {
+            if (!complete && c.onBodyLimit === 'reject') return blocked;
+            tx.setBody(parseBody(data, ct));
+            tx.runPhase(2);
+            return verdict(tx, sc);
+          });
+        },
+      },
+    };
+  },
+};
