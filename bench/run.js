@@ -25,9 +25,11 @@ import {
   writeJson,
 } from './harness/report.js';
 import {
+  REDIS_PORT,
   SINK_PORT,
   SINK_URL,
   sinkStats,
+  startRedis,
   startSink,
   startUpstream,
   TARGETS,
@@ -53,14 +55,18 @@ function formatMs(ms) {
   return ms < 1 ? `${Math.round(ms * 1000)}us` : `${ms.toFixed(2)}ms`;
 }
 
-/** CPU time so far of the target's processes, the upstream's, wrk's (once reaped) and the harness's own. */
-function cpuSnapshot(proc, upstream) {
+/**
+ * CPU time so far of the target's processes, the upstream's, wrk's (once reaped), the harness's own, and the
+ * Redis of the rate-limit target (part of that target's work, not other load).
+ */
+function cpuSnapshot(proc, upstream, redis) {
   const self = process.cpuUsage();
   return {
     at: performance.now(),
     cores: sampleCores(),
     proxyMs: proc ? groupCpuMs(proc.pid) : 0,
     upstreamMs: groupCpuMs(upstream.pid),
+    redisMs: redis ? groupCpuMs(redis.pid) : 0,
     wrkMs: reapedChildrenCpuMs(),
     selfMs: (self.user + self.system) / 1000,
   };
@@ -76,8 +82,9 @@ function cpuBetween(a, b) {
   const upstream = share('upstreamMs');
   const wrk = share('wrkMs');
   // Whatever the cores did that was not ours (tick accounting is coarse: a few % either way is noise).
-  const other = Math.max(0, total - proxy - upstream - wrk - share('selfMs'));
-  return { cores: coreBusy, proxy, upstream, wrk, other };
+  const redis = share('redisMs');
+  const other = Math.max(0, total - proxy - upstream - wrk - redis - share('selfMs'));
+  return { cores: coreBusy, proxy, upstream, wrk, redis, other };
 }
 
 /** One round for one target: start, wait for 200, warm up, measure, stop. Never throws. */
@@ -104,9 +111,10 @@ async function measure(name, round, ctx, opts) {
     if (proc) await waitReady(proc, url, { timeoutMs: opts.startTimeoutMs, expectBody: UPSTREAM_BODY });
     const load = { connections: opts.connections, threads: opts.threads, cpu: LOAD_CPU, pin: opts.pin };
     const warmup = await runWrk(url, { ...load, durationMs: opts.warmupMs });
-    const before = cpuSnapshot(proc, ctx.upstream);
+    const redis = target.redis ? ctx.redis : undefined;
+    const before = cpuSnapshot(proc, ctx.upstream, redis);
     const result = await runWrk(url, { ...load, durationMs: opts.durationMs });
-    const cpu = cpuBetween(before, cpuSnapshot(proc, ctx.upstream));
+    const cpu = cpuBetween(before, cpuSnapshot(proc, ctx.upstream, redis));
     if (proc?.exitStatus) throw new Error(`${name} exited during the measurement`);
     // For direct the upstream is the target: its cost per request is the baseline the proxies add to.
     const targetCpu = proc ? cpu.proxy : cpu.upstream;
@@ -180,6 +188,16 @@ async function main() {
     sink = startSink(ctx);
     await waitReady(sink, `${SINK_URL}/stats`, { timeoutMs: 10_000 });
   }
+  let redis = null;
+  if (opts.targets.some((t) => TARGETS[t].redis)) {
+    if (await portInUse(REDIS_PORT)) throw new Error(`Redis port ${REDIS_PORT} is already in use`);
+    redis = startRedis(ctx);
+    ctx.redis = redis;
+    for (let i = 0; !(await portInUse(REDIS_PORT)); i++) {
+      if (i > 100 || redis.exitStatus) throw new Error(`redis-server did not listen on ${REDIS_PORT}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
   const machine = await describeMachine({ benchDir, repoDir, trellisRef: opts.trellisRef });
 
   const pinning = opts.pin
@@ -224,6 +242,7 @@ async function main() {
   }
   await upstream.stop();
   await sink?.stop();
+  await redis?.stop();
 
   const summary = summarize(opts.targets, runsByTarget);
   const table = markdownTable(opts.targets, summary);

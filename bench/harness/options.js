@@ -15,10 +15,20 @@ export const TARGET_NAMES = [
   'trellis-telemetry-off',
   'trellis-telemetry',
   'trellis-telemetry-full',
+  // Issue 5, only when named in --only: a rate limit that never triggers, local and in Redis.
+  'trellis-ratelimit',
+  'trellis-ratelimit-redis',
 ];
 
 /** Targets left out of a run without --only. */
-const OPT_IN = ['trellis-ref', 'trellis-telemetry-off', 'trellis-telemetry', 'trellis-telemetry-full'];
+const OPT_IN = [
+  'trellis-ref',
+  'trellis-telemetry-off',
+  'trellis-telemetry',
+  'trellis-telemetry-full',
+  'trellis-ratelimit',
+  'trellis-ratelimit-redis',
+];
 
 const HELP = `Usage: npm run bench -- [flags]
 

@@ -102,6 +102,9 @@ export const COMPARISONS = [
   ['trellis', 'trellis-telemetry-off'],
   ['trellis-telemetry', 'trellis-telemetry-off'],
   ['trellis-telemetry-full', 'trellis-telemetry-off'],
+  // Issue 5: the cost of a rate-limit check, local and through Redis.
+  ['trellis-ratelimit', 'trellis'],
+  ['trellis-ratelimit-redis', 'trellis'],
 ];
 
 /**

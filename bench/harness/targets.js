@@ -106,13 +106,21 @@ export const TARGETS = {
   'trellis-telemetry-off': trellisWith('trellis-telemetry-off', 18086),
   'trellis-telemetry': trellisWith('trellis-telemetry', 18087, { otlp: true }),
   'trellis-telemetry-full': trellisWith('trellis-telemetry-full', 18088, { otlp: true }),
+
+  // Issue 5: a rate limit that never triggers, keyed by client address: local, and in a Redis the harness starts.
+  'trellis-ratelimit': trellisWith('trellis-ratelimit', 18089),
+  'trellis-ratelimit-redis': trellisWith('trellis-ratelimit-redis', 18090, { redis: true }),
 };
 
-/** The current build on bench/<name>.yaml; `otlp`: it exports spans to the sink, which the harness then starts. */
-function trellisWith(name, port, { otlp = false } = {}) {
+/**
+ * The current build on bench/<name>.yaml; `otlp`: it exports spans to the sink, `redis`: it keeps rate limits in
+ * Redis; the harness then starts them.
+ */
+function trellisWith(name, port, { otlp = false, redis = false } = {}) {
   return {
     port,
     otlp,
+    redis,
     config: `bench/${name}.yaml`,
     start(ctx) {
       return startTrellis(ctx, name, ctx.repoDir, this.config);
@@ -158,6 +166,26 @@ function nodePeer(name, port, script) {
       });
     },
   };
+}
+
+// The Redis of the rate-limit target; bench/trellis-ratelimit-redis.yaml names it.
+export const REDIS_PORT = 18002;
+
+/** A private redis-server (no persistence) for the whole run, pinned like the upstream. */
+export function startRedis(ctx) {
+  const [command, args] = pinned(
+    ctx.upstreamCpu,
+    'redis-server',
+    ['--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ctx.pin,
+  );
+  return start({
+    name: 'redis',
+    command,
+    args,
+    cwd: ctx.tmpDir,
+    logFile: path.join(ctx.tmpDir, 'redis.log'),
+  });
 }
 
 /** The OTLP sink, started once for the whole run when a target exports spans; pinned like the upstream. */

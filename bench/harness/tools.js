@@ -36,7 +36,12 @@ async function aptInstall(packages) {
 
 /** Installs what the chosen targets need: wrk always, nginx for the nginx target, bench/node_modules for Node peers. */
 export async function ensureTools({ targets, benchDir }) {
-  const needed = ['taskset', 'wrk', ...(targets.includes('nginx') ? ['nginx'] : [])];
+  const needed = [
+    'taskset',
+    'wrk',
+    ...(targets.includes('nginx') ? ['nginx'] : []),
+    ...(targets.includes('trellis-ratelimit-redis') ? ['redis-server'] : []),
+  ];
   const missing = [];
   for (const tool of needed) if (!(await has(tool))) missing.push(tool);
   if (missing.includes('taskset')) throw new Error('taskset is missing (Debian package util-linux)');
