@@ -4,13 +4,12 @@
  * contexts in place while open connections carry on with the ones they shook hands with.
  */
 import { constants, createHash, randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import type { Server as TlsServer } from 'node:tls';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { formatConfigPath } from '../config/errors.js';
 import { inspectTls, type TlsConfig } from '../config/tls.js';
+import { signature, signatureSync } from '../core/file-signature.js';
 
 /**
  * How often the certificate, key and CA files are checked (stat: mtime, size, inode). Polling, not fs.watch:
@@ -242,32 +241,4 @@ export class TlsTerminator {
     this.#swap(next);
     this.#log?.info({ listener: this.#listener, files: next.files }, 'TLS certificates reloaded from disk');
   }
-}
-
-function fileSignature(st: { mtimeMs: number; ctimeMs: number; size: number; ino: number }): string {
-  return `${st.mtimeMs}:${st.ctimeMs}:${st.size}:${st.ino}`;
-}
-
-function signatureSync(files: readonly string[]): string {
-  return files
-    .map((f) => {
-      try {
-        return fileSignature(statSync(f));
-      } catch {
-        return 'missing';
-      }
-    })
-    .join('|');
-}
-
-async function signature(files: readonly string[]): Promise<string> {
-  const parts = await Promise.all(
-    files.map((f) =>
-      stat(f).then(
-        (st) => fileSignature(st),
-        () => 'missing',
-      ),
-    ),
-  );
-  return parts.join('|');
 }

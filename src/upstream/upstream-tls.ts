@@ -3,11 +3,10 @@
  * certificate), built when the config or its files change, never per connection. New connections use the current
  * context; open ones keep the one they shook hands with.
  */
-import { statSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { formatConfigPath } from '../config/errors.js';
 import { inspectUpstreamTls, type UpstreamTlsConfig } from '../config/tls.js';
+import { signature, signatureSync } from '../core/file-signature.js';
 
 /** How often the CA, certificate and key files are checked for changes (tests shorten it). */
 export const upstreamCertificateReload = { intervalMs: 2_000 };
@@ -96,32 +95,4 @@ function build(config: UpstreamTlsConfig): { context: SecureContext; files: read
     maxVersion: config.maxVersion ?? 'TLSv1.3',
   });
   return { context, files: material.files };
-}
-
-function fileSignature(st: { mtimeMs: number; ctimeMs: number; size: number; ino: number }): string {
-  return `${st.mtimeMs}:${st.ctimeMs}:${st.size}:${st.ino}`;
-}
-
-function signatureSync(files: readonly string[]): string {
-  return files
-    .map((f) => {
-      try {
-        return fileSignature(statSync(f));
-      } catch {
-        return 'missing';
-      }
-    })
-    .join('|');
-}
-
-async function signature(files: readonly string[]): Promise<string> {
-  const parts = await Promise.all(
-    files.map((f) =>
-      stat(f).then(
-        (st) => fileSignature(st),
-        () => 'missing',
-      ),
-    ),
-  );
-  return parts.join('|');
 }
