@@ -7,11 +7,10 @@
 import { z } from 'zod';
 import type { LocalReply, ResponseStage, StageContext } from '../../proxy/stage.js';
 import { type PolicyCompileContext, type PolicyKind, PolicyPhase, type PolicyStages } from '../policy.js';
-import { StoreHealth } from './events.js';
 import { limitItem, retryAfter, sfString } from './headers.js';
 import { keyName, keyReader } from './keys.js';
 import { LocalStore } from './local-store.js';
-import { RedisStore } from './redis-store.js';
+import { keptRedisStore } from './redis-store.js';
 import { keySchema, storeFields, storeIssue } from './schema.js';
 
 export type Period = 'hour' | 'day' | 'week' | 'month';
@@ -134,12 +133,7 @@ function compileQuota(cfg: QuotaConfig, ctx: PolicyCompileContext): PolicyStages
     };
   } else {
     const r = cfg.redis!;
-    const store = ctx.keep(
-      `redis:${r.url}|${r.timeout}`,
-      () => new RedisStore({ url: r.url, timeout: r.timeout }),
-      (s) => s.close(),
-    );
-    const health = ctx.keep(`health:${store.where}`, () => new StoreHealth(name, 'quota', store.where));
+    const { store, health } = keptRedisStore(ctx, r, name, 'quota');
     const prefix = `${r.keyPrefix}{${name}:`;
     const suffix = `}:q:${cfg.period}:`;
     const mode = cfg.onStoreError;

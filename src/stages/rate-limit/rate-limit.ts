@@ -8,11 +8,10 @@ import { duration } from '../../config/primitives.js';
 import type { LocalReply, RequestStage, ResponseStage, StageContext } from '../../proxy/stage.js';
 import { type PolicyCompileContext, type PolicyKind, PolicyPhase, type PolicyStages } from '../policy.js';
 import { type Cell, compileLimit, type Limit, remaining, take, untilFull, waitFor } from './algorithms.js';
-import { StoreHealth } from './events.js';
 import { limitItem, policyItem, retryAfter, sfString } from './headers.js';
 import { keyName, keyReader } from './keys.js';
 import { LocalStore } from './local-store.js';
-import { RedisStore, rateArgs } from './redis-store.js';
+import { keptRedisStore, rateArgs } from './redis-store.js';
 import { keySchema, periodText, storeFields, storeIssue } from './schema.js';
 
 const limitSchema = z.strictObject({
@@ -127,12 +126,7 @@ function compileRateLimit(cfg: RateLimitConfig, ctx: PolicyCompileContext): Poli
     request = localStage(name, limits, stores, readKey, limited, pending, ids);
   } else {
     const r = cfg.redis!;
-    const store = ctx.keep(
-      `redis:${r.url}|${r.timeout}`,
-      () => new RedisStore({ url: r.url, timeout: r.timeout }),
-      (s) => s.close(),
-    );
-    const health = ctx.keep(`health:${store.where}`, () => new StoreHealth(name, 'rate-limit', store.where));
+    const { store, health } = keptRedisStore(ctx, r, name, 'rate-limit');
     const prefix = `${r.keyPrefix}{${name}:`;
     const suffixes = limits.map((l) => `}:${l.tag}`);
     const args = rateArgs(limits);

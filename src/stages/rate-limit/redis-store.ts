@@ -1,6 +1,8 @@
 import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
+import type { PolicyCompileContext } from '../policy.js';
 import type { Limit } from './algorithms.js';
+import { StoreHealth } from './events.js';
 
 // Loaded on first use: ioredis adds ~25 MB of RSS to a process, which a gateway without a Redis-backed policy
 // should not pay.
@@ -167,4 +169,23 @@ export function rateArgs(limits: readonly Limit[]): (string | number)[] {
     );
   }
   return out;
+}
+
+/**
+ * The Redis store of a rate-limit or quota policy and its health, both kept across reloads (ctx.keep): the same
+ * URL and timeout hand back the same connection.
+ */
+export function keptRedisStore(
+  ctx: PolicyCompileContext,
+  r: { readonly url: string; readonly timeout: number },
+  policy: string,
+  type: 'rate-limit' | 'quota',
+): { store: RedisStore; health: StoreHealth } {
+  const store = ctx.keep(
+    `redis:${r.url}|${r.timeout}`,
+    () => new RedisStore({ url: r.url, timeout: r.timeout }),
+    (s) => s.close(),
+  );
+  const health = ctx.keep(`health:${store.where}`, () => new StoreHealth(policy, type, store.where));
+  return { store, health };
 }
