@@ -33,14 +33,15 @@ export type CompiledRegex =
   | { readonly ok: false; readonly error: string };
 
 /**
- * PCRE → JavaScript for V8: a leading `(?i)` or any `(?i:` group sets the `i` flag for the whole pattern (V8 on
+ * PCRE → JavaScript for V8: an `(?i)` (leading or after `^`) or any `(?i:` group sets the `i` flag for the whole pattern (V8 on
  * Node 20 has no inline modifiers; this can only match more, never less), `\A`/`\Z`/`\z` become `^`/`$`.
  */
 export function toJsRegex(pattern: string): RegExp {
   let p = pattern;
   let flags = 's';
-  if (p.startsWith('(?i)')) {
-    p = p.slice(4);
+  // `(?i)` anywhere (CRS writes `^(?i)multipart/form-data`), not escaped.
+  if (p.includes('(?i)')) {
+    p = p.replace(/(^|[^\\])\(\?i\)/g, '$1');
     flags += 'i';
   }
   if (p.includes('(?i:')) {
