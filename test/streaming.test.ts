@@ -92,13 +92,14 @@ describe('1 GiB through the gateway streams with backpressure', () => {
 
     const peak = peakRssBytes(gw.child.pid!);
     // What the transfers added: a buffered body would add a gigabyte, streaming adds the garbage of the socket
-    // reads between two collections.
-    expect(peak - baseline).toBeLessThan(110 * MiB);
+    // reads between two collections (up to ~100 MB on Node 20; 118 MB was seen once on Node 24, whose runtime
+    // keeps more transient memory, see below).
+    const major = Number(process.versions.node.split('.')[0]);
+    expect(peak - baseline).toBeLessThan((major < 22 ? 110 : 150) * MiB);
     // The absolute bar: the baseline is ~80 MB on Node 20 since metrics and tracing load with the gateway, and
     // peaks measured 134–146 MB (195–201 MB on Node 24). On Node 22 and later the runtime itself keeps more
     // transient memory: the same transfer through a 40-line node:http + undici proxy peaks at ~173 MB on
     // Node 24 (~133 MB on 20).
-    const major = Number(process.versions.node.split('.')[0]);
     if (major < 22) expect(peak).toBeLessThan(170 * MiB);
     else expect(peak).toBeLessThan(220 * MiB);
   }, 120_000);
