@@ -90,7 +90,7 @@ function cpuBetween(a, b) {
 /** One round for one target: start, wait for 200, warm up, measure, stop. Never throws. */
 async function measure(name, round, ctx, opts) {
   const target = TARGETS[name];
-  const url = `http://127.0.0.1:${target.port}/`;
+  const url = `http://127.0.0.1:${target.port}${target.path ?? '/'}`;
   let proc = null;
   try {
     if (name !== 'direct' && (await portInUse(target.port))) {

@@ -18,6 +18,8 @@ export const TARGET_NAMES = [
   // Issue 5, only when named in --only: a rate limit that never triggers, local and in Redis.
   'trellis-ratelimit',
   'trellis-ratelimit-redis',
+  // Issue 5, only when named in --only: the full edge chain (API key, CORS, local rate limit, access log).
+  'trellis-edge',
 ];
 
 /** Targets left out of a run without --only. */
@@ -28,6 +30,7 @@ const OPT_IN = [
   'trellis-telemetry-full',
   'trellis-ratelimit',
   'trellis-ratelimit-redis',
+  'trellis-edge',
 ];
 
 const HELP = `Usage: npm run bench -- [flags]

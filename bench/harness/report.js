@@ -105,6 +105,8 @@ export const COMPARISONS = [
   // Issue 5: the cost of a rate-limit check, local and through Redis.
   ['trellis-ratelimit', 'trellis'],
   ['trellis-ratelimit-redis', 'trellis'],
+  ['trellis-edge', 'trellis'],
+  ['trellis-edge', 'fast-gateway'],
 ];
 
 /**

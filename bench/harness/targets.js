@@ -54,6 +54,9 @@ http {
 `;
 }
 
+/** The API key of bench/trellis-edge.yaml's one consumer (a bench value; the config holds its hash). */
+export const EDGE_KEY = 'bench-key-0123456789';
+
 /**
  * name → { port, start(ctx) }. `start` returns the process, or null for `direct` (which is the upstream).
  * ctx: { repoDir, benchDir, tmpDir, pin, proxyCpu, trellisRef }.
@@ -110,6 +113,8 @@ export const TARGETS = {
   // Issue 5: a rate limit that never triggers, keyed by client address: local, and in a Redis the harness starts.
   'trellis-ratelimit': trellisWith('trellis-ratelimit', 18089),
   'trellis-ratelimit-redis': trellisWith('trellis-ratelimit-redis', 18090, { redis: true }),
+  // Issue 5's full edge chain: API key (in the query the load sends), CORS, a local rate limit, the access log.
+  'trellis-edge': { ...trellisWith('trellis-edge', 18094), path: `/?api_key=${EDGE_KEY}` },
 };
 
 /**
