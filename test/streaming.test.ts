@@ -99,8 +99,9 @@ describe('1 GiB through the gateway streams with backpressure', () => {
     // The absolute bar: the baseline is ~80 MB on Node 20 since metrics and tracing load with the gateway, and
     // peaks measured 134–146 MB (195–201 MB on Node 24). On Node 22 and later the runtime itself keeps more
     // transient memory: the same transfer through a 40-line node:http + undici proxy peaks at ~173 MB on
-    // Node 24 (~133 MB on 20).
+    // Node 24 (~133 MB on 20). Since the policy kinds (jose, CEL, the WAF engine) load with the gateway, Node 24's
+    // peak has been measured at 224 MB; the growth bound above is the one that tells streaming from buffering.
     if (major < 22) expect(peak).toBeLessThan(170 * MiB);
-    else expect(peak).toBeLessThan(220 * MiB);
+    else expect(peak).toBeLessThan(260 * MiB);
   }, 120_000);
 });
