@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { groupCpuMs } from './harness/cpu.js';
 import { killAllOnExit, pinned, portInUse, run, start } from './harness/processes.js';
 import { median } from './harness/report.js';
+import { nginxConfig, UPSTREAM_PORT as UPSTREAM } from './harness/targets.js';
 import { parseWrk } from './harness/wrk.js';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
@@ -27,7 +28,6 @@ const DURATION_S = Number(String(flag('duration', '10s')).replace(/s$/, ''));
 const WARMUP_S = 2;
 const CONNECTIONS = 50;
 
-const UPSTREAM = 18000;
 const GRPC_UPSTREAM = 18003;
 const TRELLIS_GRPC = 18091;
 const TRELLIS_TLS = 18443;
@@ -38,32 +38,6 @@ const KEY = path.join(repoDir, 'examples/certs/default.key');
 const tmp = mkdtempSync(path.join(tmpdir(), 'trellis-bench-protocols-'));
 killAllOnExit();
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
-
-function nginxTlsConfig(dir) {
-  return `worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests 1000000;
-  http2_max_requests 1000000;
-  upstream hello { server 127.0.0.1:${UPSTREAM}; keepalive 64; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:${NGINX_TLS} ssl http2;
-    ssl_certificate ${CERT};
-    ssl_certificate_key ${KEY};
-    ssl_protocols TLSv1.3;
-    location / { proxy_pass http://hello; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`;
-}
 
 async function waitPort(port, proc) {
   for (let i = 0; i < 100; i++) {
@@ -98,7 +72,10 @@ const SCENARIOS = {
     proxy: () => {
       const dir = path.join(tmp, 'nginx');
       mkdirSync(dir, { recursive: true });
-      writeFileSync(path.join(dir, 'nginx.conf'), nginxTlsConfig(dir));
+      writeFileSync(
+        path.join(dir, 'nginx.conf'),
+        nginxConfig({ dir, port: NGINX_TLS, tls: { cert: CERT, key: KEY } }),
+      );
       return startPinned('nginx', 1, 'nginx', [
         '-p',
         dir,

@@ -21,8 +21,17 @@ export function trellisConfigOnPort(yaml, port) {
   return yaml.replace(listener, `$1${port}`);
 }
 
-/** nginx as a plain reverse proxy with an upstream keep-alive pool, everything under `dir`. */
-export function nginxConfig({ dir, port }) {
+/**
+ * nginx as a plain reverse proxy with an upstream keep-alive pool, everything under `dir`; with `tls` ({ cert, key })
+ * it terminates TLS 1.3 and offers h2 (bench/protocols.js).
+ */
+export function nginxConfig({ dir, port, tls }) {
+  const listen = tls
+    ? `listen 127.0.0.1:${port} ssl http2;
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.3;`
+    : `listen 127.0.0.1:${port};`;
   return `# Written by bench/harness/targets.js; started with -p ${dir} -c <this file> -g 'daemon off;'
 worker_processes 1;
 pid ${dir}/nginx.pid;
@@ -36,14 +45,14 @@ http {
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
   # As the Node peers do: a client connection is never closed after N requests.
-  keepalive_requests 1000000;
+  keepalive_requests 1000000;${tls ? '\n  http2_max_requests 1000000;' : ''}
   upstream hello {
     server 127.0.0.1:${UPSTREAM_PORT};
     keepalive 64;
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:${port};
+    ${listen}
     location / {
       proxy_pass http://hello;
       proxy_http_version 1.1;
