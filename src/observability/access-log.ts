@@ -1,7 +1,7 @@
-import pino from 'pino';
 import { ACCESS_LOG_FIELDS, type AccessLogConfig } from '../config/schema.js';
 import type { Exchange } from '../proxy/exchange.js';
 import type { PolicyDecision } from '../stages/policy.js';
+import { LineWriter } from './line-writer.js';
 
 export interface AccessLog {
   readonly output: string;
@@ -52,6 +52,23 @@ function decisionsRecord(list: readonly PolicyDecision[] | undefined): Record<st
   return out;
 }
 
+/** `"name":`, once per field when the options change. */
+const jsonKey = (f: string) => `${JSON.stringify(f)}:`;
+
+/** A field's value as JSON; what JSON.stringify(record) wrote for it. */
+function jsonValue(v: unknown): string {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      return Number.isFinite(v) ? String(v) : 'null';
+    case 'boolean':
+      return v ? 'true' : 'false';
+    default:
+      return JSON.stringify(v) ?? 'null';
+  }
+}
+
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
 // The timestamp, formatted once per millisecond rather than once per line.
@@ -69,11 +86,13 @@ function isoNow(): string {
 /** Lines are written in chunks of at least this many bytes, or after FLUSH_MS, whichever comes first. */
 const BATCH_BYTES = 8 * 1024;
 const FLUSH_MS = 250;
+/** Full batches that may wait behind a slow write (512 KiB at most): past that, lines are dropped and counted. */
+const MAX_PENDING = 64;
 
 /**
- * One JSON line per request, written through pino's asynchronous destination (sonic-boom) so that a slow disk
- * or pipe never stalls request handling: lines are queued and written in batches of 8 KiB, or every 250 ms. The record is flat and has
- * no level; it is serialized here in one JSON.stringify call.
+ * One JSON line per request, written in batches off the request path (line-writer.ts) so that a slow disk or pipe
+ * never stalls request handling: lines are queued and written 8 KiB at a time, or every 250 ms. The record is flat
+ * and has no level; it is serialized here field by field.
  */
 export async function createAccessLog(
   output: string,
@@ -81,75 +100,46 @@ export async function createAccessLog(
 ): Promise<AccessLog | undefined> {
   if (output === 'off') return undefined;
   // Batched: one write system call per BATCH_BYTES of lines instead of one per request (the unbatched access log
-  // cost more CPU than the whole policy chain, docs/benchmarks.md); a timer writes a quiet gateway's lines.
-  const dest = pino.destination({
+  // cost more CPU than the whole policy chain, docs/benchmarks.md). Opening waits, so that a path we cannot
+  // write is a failed reload (the old config keeps serving) rather than an error later; later write errors (disk
+  // full, closed pipe) lose log lines, never requests.
+  const out = await LineWriter.open({
     dest: output === 'stdout' ? 1 : output,
-    sync: false,
-    mkdir: false,
-    minLength: BATCH_BYTES,
-  });
-  // The file opens in the background: wait for it, so that a path we cannot write is a failed reload (the old
-  // config keeps serving) rather than an unhandled error later.
-  await new Promise<void>((resolve, reject) => {
-    const fail = (err: Error) => reject(new Error(`access log ${output}: ${err.message}`));
-    dest.once('error', fail);
-    dest.once('ready', () => {
-      dest.off('error', fail);
-      resolve();
-    });
-  });
-  const flusher = setInterval(() => {
-    try {
-      dest.flush();
-    } catch {
-      // a write in flight; the next tick writes what is left
-    }
-  }, FLUSH_MS);
-  flusher.unref();
-  // Later write errors (disk full, closed pipe) lose log lines, never requests.
-  let broken = false;
-  dest.on('error', (err: Error) => {
-    if (!broken) onError(err);
-    broken = true;
+    batchBytes: BATCH_BYTES,
+    flushMs: FLUSH_MS,
+    maxPending: MAX_PENDING,
+    onError,
   });
   let sample = 1;
   let fields: readonly Field[] = ACCESS_LOG_FIELDS;
   let readers = fields.map((f) => READ[f]);
+  let keys = fields.map(jsonKey);
   return {
     output,
     setOptions(o) {
       sample = o.sample;
       fields = o.fields ?? ACCESS_LOG_FIELDS;
       readers = fields.map((f) => READ[f]);
+      keys = fields.map(jsonKey);
     },
     write(ex: Exchange) {
-      if (broken) return;
       // Sampling never drops an error: a 5xx or a reply Trellis made itself is always logged.
       if (sample < 1 && ex.errorCode === undefined && ex.res.statusCode < 500 && Math.random() >= sample)
         return;
       const end = performance.now();
-      const record: Record<string, unknown> = {};
-      for (let i = 0; i < fields.length; i++) record[fields[i]!] = readers[i]!(ex, end);
-      dest.write(`${JSON.stringify(record)}\n`);
+      // The JSON object written field by field: half the cost of building a record for JSON.stringify.
+      let line = '{';
+      for (let i = 0; i < readers.length; i++) {
+        const v = readers[i]!(ex, end);
+        if (v === undefined) continue;
+        line += (line.length === 1 ? keys[i]! : `,${keys[i]!}`) + jsonValue(v);
+      }
+      out.write(`${line}}\n`);
     },
     close() {
-      clearInterval(flusher);
-      return new Promise((resolve) => {
-        try {
-          dest.flushSync();
-        } catch {
-          // not yet open, already closed, or a write in flight (end() below writes what is left)
-        }
-        // Resolve once what was queued is written, so a drain or a reload never loses the last lines; bounded,
-        // so a stuck pipe never holds a shutdown.
-        const timer = setTimeout(resolve, 2_000);
-        timer.unref();
-        dest.once('close', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        dest.end();
-      });
+      // Writes what is queued, so a drain or a reload never loses the last lines; bounded (2 s), so a stuck pipe
+      // never holds a shutdown.
+      return out.close();
     },
   };
 }

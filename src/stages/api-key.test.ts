@@ -10,6 +10,13 @@ describe('takeQueryParam', () => {
     expect(takeQueryParam('key=abc', 'key')).toEqual({ value: 'abc', rest: '' });
     expect(takeQueryParam('k%65y=abc&x', 'key')).toEqual({ value: 'abc', rest: 'x' });
     expect(takeQueryParam('key', 'key')).toEqual({ value: '', rest: '' });
+    expect(takeQueryParam('ke+y=1&key=2', 'ke y')).toEqual({ value: '1', rest: 'key=2' });
+  });
+
+  test('the parameters that stay are kept as written, empty ones and their order included', () => {
+    expect(takeQueryParam('a=%20&&key=1&b=x+y&', 'key')).toEqual({ value: '1', rest: 'a=%20&&b=x+y&' });
+    expect(takeQueryParam('key=1&key=2&key', 'key')).toEqual({ value: '1', rest: '' });
+    expect(takeQueryParam('&key=1', 'key')).toEqual({ value: '1', rest: '' });
   });
 
   test('absent: undefined, and the query is left alone', () => {

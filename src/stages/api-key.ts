@@ -1,15 +1,15 @@
 /**
  * `api-key`: the consumer whose `credentials.apiKeys` holds the SHA-256 of the key the request carries, in a
- * header or a query parameter. The key is hashed once and looked up in a Map built when the config loaded; the
- * stored digest is then compared in constant time. A lookup by SHA-256 leaks nothing an attacker can use: the
- * timing depends on the hash of the guess, not on how close the guess is to a real key.
+ * header or a query parameter. The key is hashed once and looked up by its digest in a Map built when the config
+ * loaded; the raw key is never kept. A lookup by SHA-256 leaks nothing an attacker can use: its timing depends on
+ * the hash of the guess, not on how close the guess is to a real key (so no constant-time compare is needed after
+ * the Map has matched all 64 hex digits).
  */
-import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { headerName } from '../config/primitives.js';
 import type { LocalReply, StageContext } from '../proxy/stage.js';
 import { authnFields, compileIdentity, headerValue, removeHeader, validateAuthn } from './authn.js';
-import { apiKeyDigest } from './credentials.js';
+import { apiKeyDigestHex } from './credentials.js';
 import { type PolicyKind, PolicyPhase } from './policy.js';
 
 const schema = z
@@ -41,32 +41,52 @@ export type ApiKeyConfig = z.output<typeof schema>;
 /** The value of query parameter `name` (decoded), and the query without it; undefined when absent. */
 export function takeQueryParam(query: string, name: string): { value: string; rest: string } | undefined {
   if (query === '') return undefined;
-  const parts = query.split('&');
+  // Most queries hold the name verbatim or not at all: without it and without escapes there is nothing to take.
+  if (!query.includes(name) && !query.includes('%') && !query.includes('+')) return undefined;
   let value: string | undefined;
-  const keep: string[] = [];
-  for (const p of parts) {
-    const eq = p.indexOf('=');
-    const k = eq === -1 ? p : p.slice(0, eq);
-    let key: string;
-    try {
-      key = decodeURIComponent(k.replace(/\+/g, ' '));
-    } catch {
-      key = k;
+  let rest = '';
+  let kept = 0;
+  const n = query.length;
+  let start = 0;
+  while (start <= n) {
+    let end = query.indexOf('&', start);
+    if (end === -1) end = n;
+    let eq = query.indexOf('=', start);
+    if (eq === -1 || eq > end) eq = end;
+    if (keyIs(query, start, eq, name)) {
+      value ??= decodeComponent(eq === end ? '' : query.slice(eq + 1, end));
+      // every occurrence goes: none may reach the upstream
+    } else {
+      const part = query.slice(start, end);
+      rest = kept++ === 0 ? part : `${rest}&${part}`;
     }
-    if (key === name) {
-      if (value === undefined) {
-        const raw = eq === -1 ? '' : p.slice(eq + 1);
-        try {
-          value = decodeURIComponent(raw.replace(/\+/g, ' '));
-        } catch {
-          value = raw;
-        }
-      }
-      continue; // every occurrence goes: none may reach the upstream
-    }
-    keep.push(p);
+    start = end + 1;
   }
-  return value === undefined ? undefined : { value, rest: keep.join('&') };
+  return value === undefined ? undefined : { value, rest };
+}
+
+/** Whether query[start, end) names `name`, as written or once decoded. */
+function keyIs(query: string, start: number, end: number, name: string): boolean {
+  let escaped = false;
+  for (let i = start; i < end; i++) {
+    const c = query.charCodeAt(i);
+    if (c === 37 /* % */ || c === 43 /* + */) {
+      escaped = true;
+      break;
+    }
+  }
+  if (!escaped) return end - start === name.length && query.startsWith(name, start);
+  return decodeComponent(query.slice(start, end)) === name;
+}
+
+/** application/x-www-form-urlencoded decoding of one component; a malformed escape leaves it as written. */
+function decodeComponent(s: string): string {
+  if (!s.includes('%') && !s.includes('+')) return s;
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return s;
+  }
 }
 
 export const apiKeyPolicy: PolicyKind<ApiKeyConfig> = {
@@ -128,9 +148,8 @@ export const apiKeyPolicy: PolicyKind<ApiKeyConfig> = {
             identity.accept(sc, anonymous);
             return undefined;
           }
-          const digest = apiKeyDigest(key);
-          const entry = keys.get(digest.toString('hex'));
-          if (entry === undefined || !timingSafeEqual(digest, entry.digest)) return unknown;
+          const entry = keys.get(apiKeyDigestHex(key));
+          if (entry === undefined) return unknown;
           if (entry.expiresAt <= Date.now()) return expired;
           identity.accept(sc, entry.consumer);
           return undefined;

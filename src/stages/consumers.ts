@@ -8,8 +8,6 @@ import type { Consumer } from './policy.js';
 
 export interface ApiKeyEntry {
   readonly consumer: Consumer;
-  /** The SHA-256 digest the key must hash to. */
-  readonly digest: Buffer;
   /** The key's `id` (for logs and upstream headers), or undefined. */
   readonly id: string | undefined;
   /** ms since the epoch; Infinity when the key does not expire. */
@@ -71,7 +69,6 @@ export function compileConsumers(list: readonly ConsumerConfig[]): CompiledConsu
       const hex = k.hash.slice('sha256:'.length);
       apiKeys.set(hex, {
         consumer,
-        digest: Buffer.from(hex, 'hex'),
         id: k.id,
         expiresAt: k.expires === undefined ? Number.POSITIVE_INFINITY : Date.parse(k.expires),
       });

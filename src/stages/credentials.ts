@@ -4,6 +4,7 @@
  * strings, so a fast hash is enough), a password as a PHC-style scrypt string (passwords are guessable, so a slow,
  * memory-hard hash with a salt).
  */
+import * as crypto from 'node:crypto';
 import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 
 export const API_KEY_HASH = /^sha256:[0-9a-f]{64}$/;
@@ -12,6 +13,17 @@ export const API_KEY_HASH = /^sha256:[0-9a-f]{64}$/;
 export function apiKeyDigest(key: string): Buffer {
   return createHash('sha256').update(key, 'utf8').digest();
 }
+
+// One-shot hashing (Node 20.12+, 21.7+) skips the Hash object: about half the cost of createHash for a short key,
+// which the api-key policy pays on every request. Looked up at run time so that the typings of Node 20 need not
+// know it.
+const oneShot = (crypto as unknown as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+
+/** SHA-256 of an API key, as 64 lower-case hex digits: the request-path form (the lookup key of the key table). */
+export const apiKeyDigestHex: (key: string) => string =
+  oneShot === undefined
+    ? (key) => createHash('sha256').update(key, 'utf8').digest('hex')
+    : (key) => oneShot('sha256', key, 'hex');
 
 /** `sha256:<64 hex>`, the form `consumers[].credentials.apiKeys[].hash` takes. */
 export function hashApiKey(key: string): string {
