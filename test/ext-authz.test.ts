@@ -149,6 +149,46 @@ describe('envoy mode', () => {
     expect((c.json() as Problem).detail).toMatch(/connection refused/);
   });
 
+  test('withRequestBody: the service reads the body (cut or refused past maxBytes); the upstream gets all of it', async () => {
+    // Allows a body that does not mention "drop table".
+    const svc = await authService((_req, body, res) => {
+      res.writeHead(/drop table/i.test(body) ? 403 : 200);
+      res.end();
+    });
+    const gw = await gatewayWith({ url: svc.url, withRequestBody: { maxBytes: 64 } });
+    const ok = await req(`${gw.url}/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"note":"hello"}',
+    });
+    expect(ok.status).toBe(200);
+    expect((ok.json() as Echoed).bytes).toBe(16);
+    expect(svc.calls[0]).toMatchObject({ method: 'POST', url: '/orders', body: '{"note":"hello"}' });
+    expect(svc.calls[0]!.headers['x-envoy-auth-partial-body']).toBe('false');
+    expect(svc.calls[0]!.headers['content-type']).toBe('application/json');
+    expect((await req(`${gw.url}/orders`, { method: 'POST', body: 'please DROP TABLE x' })).status).toBe(403);
+    // Past maxBytes without allowPartial: 413, and the service is not asked.
+    const asked = svc.calls.length;
+    const big = await req(`${gw.url}/orders`, { method: 'POST', body: 'x'.repeat(65) });
+    expect(big.status).toBe(413);
+    expect((big.json() as Problem).code).toBe('body_too_large');
+    expect(svc.calls.length).toBe(asked);
+    // allowPartial: the first maxBytes go, marked; the upstream still gets every byte.
+    const partial = await gatewayWith({
+      url: svc.url,
+      withRequestBody: { maxBytes: 64, allowPartial: true },
+    });
+    const p = await req(`${partial.url}/orders`, { method: 'POST', body: 'y'.repeat(1000) });
+    expect(p.status).toBe(200);
+    expect((p.json() as Echoed).bytes).toBe(1000);
+    const last = svc.calls.at(-1)!;
+    expect(last.body).toBe('y'.repeat(64));
+    expect(last.headers['x-envoy-auth-partial-body']).toBe('true');
+    // A request without a body is checked with an empty one.
+    expect((await req(`${partial.url}/orders`)).status).toBe(200);
+    expect(svc.calls.at(-1)!.body).toBe('');
+  });
+
   test('the cache reuses decisions by the attributes named, and never caches failures', async () => {
     const svc = await authService(envoyHandler);
     const gw = await gatewayWith({
@@ -214,6 +254,32 @@ describe('opa mode', () => {
       consumer: null,
       claims: null,
       route: 'all',
+    });
+  });
+
+  test('withRequestBody: the body, and parsed_body for JSON, are in the input', async () => {
+    const opa = await authService((_req, body, res) => {
+      const { input } = JSON.parse(body) as {
+        input: {
+          parsed_body: { amount?: number } | null;
+          attributes: { request: { http: { body: string } } };
+        };
+      };
+      const allow = (input.parsed_body?.amount ?? Number.POSITIVE_INFINITY) <= 100;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ result: allow }));
+    });
+    const gw = await gatewayWith({ mode: 'opa', url: `${opa.url}/v1/data/pay`, withRequestBody: {} });
+    const send = (body: string, type = 'application/json') =>
+      req(`${gw.url}/pay`, { method: 'POST', headers: { 'content-type': type }, body });
+    expect((await send('{"amount":50}')).status).toBe(200);
+    expect((await send('{"amount":500}')).status).toBe(403);
+    expect((await send('amount=50', 'application/x-www-form-urlencoded')).status).toBe(403);
+    const input = (JSON.parse(opa.calls.at(-1)!.body) as { input: Record<string, unknown> }).input;
+    expect(input).toMatchObject({
+      parsed_body: null,
+      truncated_body: false,
+      attributes: { request: { http: { body: 'amount=50' } } },
     });
   });
 

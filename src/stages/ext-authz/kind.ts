@@ -2,7 +2,7 @@
  * `ext-authz`: asks an external service whether a request may go on, in one of two contracts.
  *
  * - `envoy` (Envoy's ext_authz HTTP service): the original method and path (after `pathPrefix`) and the allowed
- *   headers, no body. A 2xx allows, and the response headers named in `allowedUpstreamHeaders` are set on the
+ *   headers; the request body too with `withRequestBody` (as Envoy's `with_request_body`). A 2xx allows, and the response headers named in `allowedUpstreamHeaders` are set on the
  *   upstream request. Any other status below 500 denies: that status, the body and the headers named in
  *   `allowedClientHeaders` go to the client (`denyResponse: forward`), or a problem+json 403 (`problem`).
  * - `opa` (OPA's REST data API): `POST <url>` with `{"input": {...}}` (the shape docs/policies.md gives); the
@@ -25,9 +25,9 @@ import { type PolicyKind, PolicyPhase } from '../policy.js';
 const cacheAttribute = z
   .string()
   .regex(
-    /^(method|path|query|host|consumer|client|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|claim:[A-Za-z0-9_.:-]+)$/,
+    /^(method|path|query|host|consumer|client|body|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|claim:[A-Za-z0-9_.:-]+)$/,
     {
-      message: 'expected method, path, query, host, consumer, client, header:<name> or claim:<name>',
+      message: 'expected method, path, query, host, consumer, client, body, header:<name> or claim:<name>',
     },
   );
 
@@ -74,6 +74,23 @@ export const extAuthzSchema = z
         "On deny: `forward` the service's status, headers and body; `problem` answers 403 `authz_denied`.",
       ),
     maxResponseBytes: byteSize.prefault('64KiB').describe('Largest answer read from the service.'),
+    withRequestBody: z
+      .strictObject({
+        maxBytes: byteSize
+          .prefault('8KiB')
+          .refine((n) => n <= 4 * 1024 * 1024, { message: 'expected at most 4MiB' })
+          .describe('Most body bytes sent to the service (the upstream still gets the whole body).'),
+        allowPartial: z
+          .boolean()
+          .prefault(false)
+          .describe(
+            'A longer body: `false` answers 413 `body_too_large`; `true` sends its first `maxBytes` bytes, marked `x-envoy-auth-partial-body: true` (`envoy`) or `input.truncated_body: true` (`opa`).',
+          ),
+      })
+      .optional()
+      .describe(
+        'Send the request body too: as the body of the check request (`envoy`), or as `input.attributes.request.http.body` and, when it is JSON, `input.parsed_body` (`opa`). Absent: no body.',
+      ),
     cache: z
       .strictObject({
         ttl: duration.describe('How long a decision is reused.'),
@@ -118,6 +135,7 @@ export function extAuthzStage(policy: string, cfg: ExtAuthzConfig): RequestStage
   const cache = cfg.cache === undefined ? undefined : new TokenCache<Decision>(cfg.cache.maxEntries);
   const keyOf = cfg.cache === undefined ? undefined : compileCacheKey(cfg.cache.key);
   const ttl = cfg.cache?.ttl ?? 0;
+  const withBody = cfg.withRequestBody;
 
   const failed = (why: string): Decision | undefined =>
     cfg.failureMode === 'allow'
@@ -166,7 +184,7 @@ export function extAuthzStage(policy: string, cfg: ExtAuthzConfig): RequestStage
     };
   }
 
-  async function ask(ctx: StageContext): Promise<Decision | undefined> {
+  async function ask(ctx: StageContext, body: CheckBody | undefined): Promise<Decision | undefined> {
     const headers: Record<string, string> = {};
     for (const name of allowed) {
       const v = ctx.headers[name];
@@ -178,7 +196,7 @@ export function extAuthzStage(policy: string, cfg: ExtAuthzConfig): RequestStage
         res = await boundedFetch(base, {
           method: 'POST',
           headers: { 'content-type': 'application/json', accept: 'application/json' },
-          body: JSON.stringify({ input: opaInput(ctx, headers) }),
+          body: JSON.stringify({ input: opaInput(ctx, headers, body) }),
           timeout: cfg.timeout,
           maxBytes: cfg.maxResponseBytes,
         });
@@ -189,9 +207,15 @@ export function extAuthzStage(policy: string, cfg: ExtAuthzConfig): RequestStage
         headers['x-forwarded-uri'] = `${ctx.path}${ctx.query === '' ? '' : `?${ctx.query}`}`;
         // The original method, as Envoy sends it; methods undici cannot send as a plain request go as GET.
         const method = ctx.method === 'CONNECT' ? 'GET' : ctx.method;
+        if (body !== undefined) {
+          headers['x-envoy-auth-partial-body'] = body.partial ? 'true' : 'false';
+          const type = ctx.headers['content-type'];
+          if (type !== undefined) headers['content-type'] = type;
+        }
         res = await boundedFetch(target, {
           method: method as 'GET',
           headers,
+          body: body?.data,
           timeout: cfg.timeout,
           maxBytes: cfg.maxResponseBytes,
         });
@@ -232,8 +256,8 @@ export function extAuthzStage(policy: string, cfg: ExtAuthzConfig): RequestStage
     const h = r.headers !== null && typeof r.headers === 'object' ? lowerKeys(r.headers) : {};
     if (r.allow) return { allow: true, headers: upstreamHeadersOf(h) };
     if (typeof r.status !== 'number' && r.body === undefined) return { allow: false, reply: problem };
-    const body = typeof r.body === 'string' ? r.body : r.body === undefined ? '' : JSON.stringify(r.body);
-    return { allow: false, reply: denyReply(typeof r.status === 'number' ? r.status : 403, h, body) };
+    const denial = typeof r.body === 'string' ? r.body : r.body === undefined ? '' : JSON.stringify(r.body);
+    return { allow: false, reply: denyReply(typeof r.status === 'number' ? r.status : 403, h, denial) };
   }
 
   const apply = (ctx: StageContext, d: Decision | undefined): undefined | LocalReply => {
@@ -249,27 +273,60 @@ export function extAuthzStage(policy: string, cfg: ExtAuthzConfig): RequestStage
     onRequest(ctx: StageContext): StageResult {
       // Headers the service may set upstream are the service's alone: the client's go first, whatever happens.
       if (upstreamNames.size > 0) removeHeaders(ctx.upstreamHeaders, upstreamNames);
-      let key: string | undefined;
-      if (cache !== undefined) {
-        key = keyOf!(ctx);
-        const hit = cache.get(key, Date.now());
-        if (hit !== undefined) return apply(ctx, hit);
+      if (withBody !== undefined) {
+        const peek = ctx.peekBody?.(withBody.maxBytes + 1);
+        if (peek !== undefined) return peek.then((b) => decide(ctx, checkBody(b.data, b.complete)));
+        // No body to read (none was sent): the service is told so, as an empty one.
+        return decide(ctx, NO_BODY);
       }
-      return ask(ctx).then((d) => {
-        // Failures are never cached: the next request asks again.
-        if (
-          cache !== undefined &&
-          d !== undefined &&
-          !(d.allow === false && d.reply.kind === 'error' && d.reply.code === 'auth_unavailable')
-        ) {
-          const now = Date.now();
-          cache.set(key!, d, now + ttl, now);
-        }
-        return apply(ctx, d);
-      });
+      return decide(ctx, undefined);
     },
   };
+
+  /** The body as the service gets it, or a 413 when it is too long and may not be cut. */
+  function checkBody(data: Buffer, complete: boolean): CheckBody | LocalReply {
+    const max = withBody!.maxBytes;
+    if (complete && data.length <= max) return { data, partial: false };
+    if (!withBody!.allowPartial)
+      return {
+        kind: 'error',
+        code: 'body_too_large',
+        detail: `policy "${policy}": the authorization service is sent at most ${max} body bytes`,
+      };
+    return { data: data.subarray(0, max), partial: true };
+  }
+
+  function decide(ctx: StageContext, body: CheckBody | LocalReply | undefined): StageResult {
+    if (body !== undefined && 'kind' in body) return body;
+    let key: string | undefined;
+    if (cache !== undefined) {
+      key = keyOf!(ctx, body);
+      const hit = cache.get(key, Date.now());
+      if (hit !== undefined) return apply(ctx, hit);
+    }
+    return ask(ctx, body).then((d) => {
+      // Failures are never cached: the next request asks again.
+      if (
+        cache !== undefined &&
+        d !== undefined &&
+        !(d.allow === false && d.reply.kind === 'error' && d.reply.code === 'auth_unavailable')
+      ) {
+        const now = Date.now();
+        cache.set(key!, d, now + ttl, now);
+      }
+      return apply(ctx, d);
+    });
+  }
 }
+
+/** The request body sent with a check. */
+interface CheckBody {
+  readonly data: Buffer;
+  /** Cut at `withRequestBody.maxBytes`. */
+  readonly partial: boolean;
+}
+
+const NO_BODY: CheckBody = { data: Buffer.alloc(0), partial: false };
 
 function lowerKeys(h: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -281,14 +338,33 @@ function lowerKeys(h: Record<string, unknown>): Record<string, unknown> {
  * The `input` document for OPA, shaped like OPA's Envoy plugin's (`input.attributes.request.http`), so policies
  * written for it read the same fields here; plus what Trellis knows about the caller.
  */
-function opaInput(ctx: StageContext, headers: Record<string, string>): unknown {
+function opaInput(ctx: StageContext, headers: Record<string, string>, body: CheckBody | undefined): unknown {
   const cert = ctx.clientCert;
   const path = ctx.query === '' ? ctx.path : `${ctx.path}?${ctx.query}`;
+  const http: Record<string, unknown> = {
+    method: ctx.method,
+    path,
+    host: ctx.hostHeader || ctx.host,
+    headers,
+  };
+  let parsed: unknown;
+  if (body !== undefined) {
+    http.body = body.data.toString('utf8');
+    if (
+      !body.partial &&
+      /^application\/(?:[\w.+-]+\+)?json\b/i.test(String(ctx.headers['content-type'] ?? ''))
+    ) {
+      try {
+        parsed = JSON.parse(http.body as string);
+      } catch {
+        // not JSON after all: the raw body is there
+      }
+    }
+  }
   return {
+    ...(body === undefined ? {} : { parsed_body: parsed ?? null, truncated_body: body.partial }),
     attributes: {
-      request: {
-        http: { method: ctx.method, path, host: ctx.hostHeader || ctx.host, headers },
-      },
+      request: { http },
       source: {
         address: ctx.clientAddress(),
         principal: cert?.uris[0] ?? '',
@@ -309,8 +385,10 @@ function opaInput(ctx: StageContext, headers: Record<string, string>): unknown {
 }
 
 /** The cache key: a SHA-256 of the named attributes (they may hold credentials; the hash does not). */
-function compileCacheKey(attributes: readonly string[]): (ctx: StageContext) => string {
-  const readers = attributes.map((a): ((ctx: StageContext) => string) => {
+function compileCacheKey(
+  attributes: readonly string[],
+): (ctx: StageContext, body: CheckBody | undefined) => string {
+  const readers = attributes.map((a): ((ctx: StageContext, body: CheckBody | undefined) => string) => {
     if (a.startsWith('header:')) {
       const name = a.slice(7).toLowerCase();
       return (ctx) => {
@@ -334,13 +412,15 @@ function compileCacheKey(attributes: readonly string[]): (ctx: StageContext) => 
         return (ctx) => ctx.host;
       case 'consumer':
         return (ctx) => ctx.consumer?.name ?? '\u0000';
+      case 'body':
+        return (_ctx, body) => (body === undefined ? '\u0000' : body.data.toString('latin1'));
       default:
         return (ctx) => ctx.clientCert?.sha256 ?? ctx.clientAddress();
     }
   });
-  return (ctx) => {
+  return (ctx, body) => {
     let s = '';
-    for (let i = 0; i < readers.length; i++) s += `${readers[i]!(ctx)}\u0001`;
+    for (let i = 0; i < readers.length; i++) s += `${readers[i]!(ctx, body)}\u0001`;
     return tokenKey(s);
   };
 }
