@@ -290,6 +290,56 @@ describe('basic-auth', () => {
   });
 });
 
+describe('several authentication policies', () => {
+  test('each with `anonymous`: any one credential identifies the consumer, none leaves the anonymous one', async () => {
+    const password = 'correct horse battery staple';
+    const up = await t.upstream();
+    const gw = await t.gateway({
+      ...withPolicies(up.url, [
+        { name: 'keys', type: 'api-key', anonymous: 'guest', upstreamHeaders: { consumer: 'x-consumer' } },
+        {
+          name: 'login',
+          type: 'basic-auth',
+          anonymous: 'guest',
+          upstreamHeaders: { consumer: 'x-consumer' },
+        },
+        {
+          name: 'members',
+          type: 'authz',
+          rules: [
+            { name: 'no-guests', action: 'deny', consumers: ['guest'] },
+            { name: 'everyone-else', action: 'allow' },
+          ],
+        },
+      ]),
+      consumers: [
+        ...consumers!,
+        {
+          name: 'dave',
+          credentials: { basic: { username: 'dave', passwordHash: hashPassword(password, { ln: 10 }) } },
+        },
+      ],
+    });
+    const basic = `Basic ${Buffer.from(`dave:${password}`).toString('base64')}`;
+    // An API key alone: the basic-auth policy finds no credential and keeps alice (it used to make her guest).
+    const byKey = await echoed(await fetch(`${gw.url}/a`, { headers: { 'x-api-key': ALICE_KEY } }));
+    expect(byKey.headers['x-consumer']).toBe('alice');
+    const byPassword = await echoed(await fetch(`${gw.url}/a`, { headers: { authorization: basic } }));
+    expect(byPassword.headers['x-consumer']).toBe('dave');
+    // Neither: guest, whom the authorization policy refuses.
+    const none = await fetch(`${gw.url}/a`, { headers: { 'x-consumer': 'alice' } });
+    expect(none.status).toBe(403);
+    // A credential that is present but wrong is still 401, whatever the other policy found.
+    const wrong = await fetch(`${gw.url}/a`, {
+      headers: {
+        'x-api-key': ALICE_KEY,
+        authorization: `Basic ${Buffer.from('dave:nope').toString('base64')}`,
+      },
+    });
+    expect(wrong.status).toBe(401);
+  });
+});
+
 describe('mtls', () => {
   const certs = join(ROOT, 'examples/certs');
   const read = (f: string) => readFileSync(join(certs, f));

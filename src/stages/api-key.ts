@@ -145,7 +145,7 @@ export const apiKeyPolicy: PolicyKind<ApiKeyConfig> = {
           }
           if (key === undefined || key === '') {
             if (anonymous === undefined) return missing;
-            identity.accept(sc, anonymous);
+            identity.acceptAnonymous(sc);
             return undefined;
           }
           const entry = keys.get(apiKeyDigestHex(key));

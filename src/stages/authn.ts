@@ -58,6 +58,12 @@ export interface Identity {
   readonly anonymous: Consumer | undefined;
   strip(ctx: StageContext): void;
   accept(ctx: StageContext, consumer: Consumer): void;
+  /**
+   * No credential of this policy's kind, and it has `anonymous`: the request goes on as the consumer an earlier
+   * authentication policy of the route identified, else as `anonymous`. So several authentication policies that
+   * each name an `anonymous` consumer accept any one of their credentials.
+   */
+  acceptAnonymous(ctx: StageContext): void;
 }
 
 export function compileIdentity(
@@ -79,10 +85,18 @@ export function compileIdentity(
       accept(ctx, consumer) {
         ctx.consumer = consumer;
       },
+      acceptAnonymous(ctx) {
+        ctx.consumer ??= anonymous;
+      },
     };
   }
   return {
     anonymous,
+    acceptAnonymous(ctx) {
+      // Re-accepted, so that this policy's identity headers (stripped above) carry the consumer too.
+      const c = ctx.consumer ?? anonymous;
+      if (c !== undefined) this.accept(ctx, c);
+    },
     strip(ctx) {
       const list = ctx.upstreamHeaders;
       if (consumerHeader !== undefined) removeHeader(list, consumerHeader);

@@ -213,7 +213,7 @@ export const basicAuthPolicy: PolicyKind<BasicAuthConfig> = {
           const value = headerValue(sc, 'authorization');
           if (value === undefined || value === '') {
             if (anonymous === undefined) return missing;
-            identity.accept(sc, anonymous);
+            identity.acceptAnonymous(sc);
             return undefined;
           }
           if (hide) removeHeader(sc.upstreamHeaders, 'authorization');

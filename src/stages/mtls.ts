@@ -61,7 +61,7 @@ export const mtlsPolicy: PolicyKind<MtlsConfig> = {
           const cert = sc.clientCert;
           if (cert === undefined) {
             if (anonymous === undefined) return missing;
-            identity.accept(sc, anonymous);
+            identity.acceptAnonymous(sc);
             return undefined;
           }
           const consumer = consumerOfCert(tables, cert);
