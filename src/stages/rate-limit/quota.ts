@@ -24,7 +24,10 @@ const schema = z
       .describe('The calendar period, in UTC: `hour`, `day`, `week` (ISO, from Monday) or `month`.'),
     ...storeFields,
   })
-  .refine(storeIssue, { path: ['redis'], message: 'store: redis needs `redis: { url: ... }`' })
+  .refine(storeIssue, {
+    path: ['redis'],
+    message: 'store: redis needs `redis: { url: ... }` or `redis: { cluster: [...] }`',
+  })
   .describe('A count per consumer per hour, day, week or month (UTC): 429 `quota_exceeded`.');
 
 export type QuotaConfig = z.output<typeof schema>;
@@ -65,7 +68,7 @@ export function calendarWindow(period: Period, now: number): { start: number; en
 }
 
 function compileQuota(cfg: QuotaConfig, ctx: PolicyCompileContext): PolicyStages {
-  if (!storeIssue(cfg)) throw new Error(`${ctx.source}: store: redis needs redis.url`);
+  if (!storeIssue(cfg)) throw new Error(`${ctx.source}: store: redis needs redis.url or redis.cluster`);
   const name = ctx.name;
   const limit = cfg.limit;
   // The policy's name identifies the quota in RateLimit-Policy / RateLimit.

@@ -49,6 +49,30 @@ describe('rate-limit config', () => {
   });
 });
 
+describe('rate-limit redis settings', () => {
+  const limits = [{ requests: 1, per: '1s' }];
+  it('one Redis by url, or a cluster by seed nodes: exactly one of them', () => {
+    expect(config({ limits, store: 'redis', redis: { url: 'redis://r:6379/2' } }).redis?.url).toBe(
+      'redis://r:6379/2',
+    );
+    expect(
+      config({ limits, store: 'redis', redis: { cluster: ['redis://a:7000', 'rediss://u:p@b:7001'] } }).redis
+        ?.cluster,
+    ).toHaveLength(2);
+    expect(() =>
+      config({ limits, store: 'redis', redis: { url: 'redis://r', cluster: ['redis://a:7000'] } }),
+    ).toThrow(/exactly one of `url`/);
+    expect(() => config({ limits, store: 'redis', redis: {} })).toThrow(/exactly one of `url`/);
+    // A cluster has database 0 only; and a brace in the prefix would change every key's hash slot.
+    expect(() => config({ limits, store: 'redis', redis: { cluster: ['redis://a:7000/3'] } })).toThrow(
+      /without a database/,
+    );
+    expect(() =>
+      config({ limits, store: 'redis', redis: { url: 'redis://r', keyPrefix: 'app{1}:' } }),
+    ).toThrow(/no braces/);
+  });
+});
+
 describe('rate-limit, local store', () => {
   it('a burst of N requests lets exactly `burst` through', async () => {
     const p = compile({ key: 'global', limits: [{ requests: 5, per: '1h', burst: 20 }] });

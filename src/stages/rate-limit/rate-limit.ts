@@ -55,7 +55,10 @@ const schema = z
       ),
     ...storeFields,
   })
-  .refine(storeIssue, { path: ['redis'], message: 'store: redis needs `redis: { url: ... }`' })
+  .refine(storeIssue, {
+    path: ['redis'],
+    message: 'store: redis needs `redis: { url: ... }` or `redis: { cluster: [...] }`',
+  })
   .refine((c) => new Set(c.limits.map((l) => limitId(l))).size === c.limits.length, {
     path: ['limits'],
     message: 'expected limits with different names (or different requests/per when unnamed)',
@@ -76,7 +79,7 @@ export const rateLimitPolicy: PolicyKind<RateLimitConfig> = {
 };
 
 function compileRateLimit(cfg: RateLimitConfig, ctx: PolicyCompileContext): PolicyStages {
-  if (!storeIssue(cfg)) throw new Error(`${ctx.source}: store: redis needs redis.url`);
+  if (!storeIssue(cfg)) throw new Error(`${ctx.source}: store: redis needs redis.url or redis.cluster`);
   const limits = cfg.limits.map((l) =>
     compileLimit(limitId(l), cfg.algorithm, l.requests, l.per, l.burst ?? l.requests),
   );

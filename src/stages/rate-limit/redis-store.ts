@@ -1,15 +1,15 @@
 import { createRequire } from 'node:module';
-import type { Redis } from 'ioredis';
+import type { Cluster, RedisOptions as IoRedisOptions, Redis } from 'ioredis';
 import type { PolicyCompileContext } from '../policy.js';
 import type { Limit } from './algorithms.js';
 import { StoreHealth } from './events.js';
 
 // Loaded on first use: ioredis adds ~25 MB of RSS to a process, which a gateway without a Redis-backed policy
 // should not pay.
-let RedisClient: typeof Redis | undefined;
-function redisClass(): typeof Redis {
-  RedisClient ??= (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
-  return RedisClient;
+let ioredis: { Redis: typeof Redis; Cluster: typeof Cluster } | undefined;
+function ioredisModule(): { Redis: typeof Redis; Cluster: typeof Cluster } {
+  ioredis ??= createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis; Cluster: typeof Cluster };
+  return ioredis;
 }
 
 /**
@@ -105,7 +105,10 @@ interface ScriptCommands {
 }
 
 export interface RedisOptions {
-  readonly url: string;
+  /** One Redis; or `cluster`. */
+  readonly url?: string | undefined;
+  /** Seed nodes of a Redis Cluster. */
+  readonly cluster?: readonly string[] | undefined;
   /** Per-check timeout, ms. */
   readonly timeout: number;
 }
@@ -115,30 +118,54 @@ export interface RedisOptions {
  * is down: they fail at once, and the policy's `onStoreError` decides. ioredis reconnects in the background.
  */
 export class RedisStore {
-  readonly client: Redis;
+  readonly client: Redis | Cluster;
   readonly #scripts: ScriptCommands;
-  /** `host:port` for log lines: never the URL, which may carry a password. */
+  /** `host:port` (the first seed node of a cluster) for log lines: never the URL, which may carry a password. */
   readonly where: string;
 
   constructor(opts: RedisOptions) {
-    this.client = new (redisClass())(opts.url, {
+    const { Redis: RedisClass, Cluster: ClusterClass } = ioredisModule();
+    const common = {
       commandTimeout: opts.timeout,
       connectTimeout: Math.max(opts.timeout, 1000),
-      enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
       connectionName: 'trellis',
       // Auto-pipelining (one write for the checks of one tick) measured no better at 50 connections (0.58 of
       // plain proxying against 0.64 without, within the noise: docs/benchmarks.md), so it stays off.
       enableAutoPipelining: false,
-    });
+    } satisfies IoRedisOptions;
+    const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
+    if (opts.cluster !== undefined) {
+      const seeds = opts.cluster.map(clusterNode);
+      const first = seeds[0]!;
+      this.client = new ClusterClass(
+        seeds.map((n) => ({ host: n.host, port: n.port })),
+        {
+          enableOfflineQueue: false,
+          clusterRetryStrategy: backoff,
+          // A moved slot is followed at once; a cluster that keeps moving it is a failed check, not a loop.
+          maxRedirections: 4,
+          retryDelayOnMoved: 0,
+          slotsRefreshTimeout: Math.max(opts.timeout, 1000),
+          redisOptions: { ...common, ...first.auth },
+        },
+      );
+      this.where = `${first.host}:${first.port} (cluster)`;
+    } else {
+      const client = new RedisClass(opts.url!, {
+        ...common,
+        enableOfflineQueue: false,
+        retryStrategy: backoff,
+      });
+      const o = client.options;
+      this.client = client;
+      this.where = o.path ?? `${o.host}:${o.port}`;
+    }
     // Errors are the policy's to report (rate limited); without a listener ioredis would print each one.
     this.client.on('error', () => {});
     this.client.defineCommand('trellisRate', { lua: RATE_LUA });
     this.client.defineCommand('trellisQuota', { lua: QUOTA_LUA, numberOfKeys: 1 });
     this.#scripts = this.client as unknown as ScriptCommands;
-    const o = this.client.options;
-    this.where = o.path ?? `${o.host}:${o.port}`;
   }
 
   /** One decision over all `limits` for `keys` (one Redis key per limit, same order). */
@@ -153,6 +180,17 @@ export class RedisStore {
   close(): void {
     this.client.disconnect();
   }
+}
+
+/** A cluster seed URL as ioredis wants it: host, port, and the credentials and TLS every node connection uses. */
+function clusterNode(url: string): { host: string; port: number; auth: Partial<IoRedisOptions> } {
+  const u = new URL(url);
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  const auth: Partial<IoRedisOptions> = {};
+  if (u.username !== '') auth.username = decodeURIComponent(u.username);
+  if (u.password !== '') auth.password = decodeURIComponent(u.password);
+  if (u.protocol === 'rediss:') auth.tls = {};
+  return { host, port: u.port === '' ? 6379 : Number(u.port), auth };
 }
 
 /** The script arguments of a policy's limits, computed once per config. */
@@ -173,17 +211,21 @@ export function rateArgs(limits: readonly Limit[]): (string | number)[] {
 
 /**
  * The Redis store of a rate-limit or quota policy and its health, both kept across reloads (ctx.keep): the same
- * URL and timeout hand back the same connection.
+ * URL (or cluster seeds) and timeout hand back the same connection.
  */
 export function keptRedisStore(
   ctx: PolicyCompileContext,
-  r: { readonly url: string; readonly timeout: number },
+  r: {
+    readonly url?: string | undefined;
+    readonly cluster?: readonly string[] | undefined;
+    readonly timeout: number;
+  },
   policy: string,
   type: 'rate-limit' | 'quota',
 ): { store: RedisStore; health: StoreHealth } {
   const store = ctx.keep(
-    `redis:${r.url}|${r.timeout}`,
-    () => new RedisStore({ url: r.url, timeout: r.timeout }),
+    `redis:${r.url ?? r.cluster!.join(',')}|${r.timeout}`,
+    () => new RedisStore({ url: r.url, cluster: r.cluster, timeout: r.timeout }),
     (s) => s.close(),
   );
   const health = ctx.keep(`health:${store.where}`, () => new StoreHealth(policy, type, store.where));

@@ -28,15 +28,28 @@ export const keySchema = z
     'What is counted separately. `consumer`: the authenticated consumer, and for anonymous requests the client address. `client-ip`: the client address (through `trustedProxies`). `{ header: NAME }`: the value of that header, and the client address when it is absent. `{ cel: EXPR }`: the string a CEL expression gives, and the client address when it fails (a missing header or claim). `route`: one budget per route the policy is attached to. `global`: one budget for everything the policy sees.',
   );
 
+const redisUrl = z.string().regex(/^rediss?:\/\/\S+$/, {
+  message: 'expected a URL such as "redis://127.0.0.1:6379" or "rediss://host:6380/1"',
+});
+
 export const redisSchema = z
   .strictObject({
-    url: z
-      .string()
-      .regex(/^rediss?:\/\/\S+$/, {
-        message: 'expected a URL such as "redis://127.0.0.1:6379" or "rediss://host:6380/1"',
-      })
+    url: redisUrl
+      .optional()
       .describe(
         '`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. A URL with a password belongs in `${env:NAME}` or `${file:PATH}`.',
+      ),
+    cluster: z
+      .array(
+        redisUrl.refine((u) => /^rediss?:\/\/[^/]+\/?(0\/?)?$/.test(u), {
+          message: 'expected a node URL without a database (a Redis Cluster has only database 0)',
+        }),
+      )
+      .min(1)
+      .max(64)
+      .optional()
+      .describe(
+        'Instead of `url`: seed nodes of a Redis Cluster (`redis://[user:password@]host:port`, or `rediss://`; the rest of the cluster is discovered). The keys of one subject share a hash slot, so a decision stays one script run on one node.',
       ),
     timeout: duration
       .prefault(50)
@@ -45,11 +58,17 @@ export const redisSchema = z
     keyPrefix: z
       .string()
       .regex(/^[\x21-\x7e]{0,64}$/, { message: 'expected up to 64 visible ASCII characters' })
+      .refine((p) => !p.includes('{') && !p.includes('}'), {
+        message: 'expected no braces (Trellis puts the hash tag of each key, `{...}`, after the prefix)',
+      })
       .default('trellis:')
       .describe('Prefix of every Redis key Trellis writes.'),
   })
+  .refine((r) => (r.url === undefined) !== (r.cluster === undefined), {
+    message: 'expected exactly one of `url` (one Redis) and `cluster` (Redis Cluster seed nodes)',
+  })
   .describe(
-    'The Redis that holds the counts (`store: redis`). One connection per policy, kept across reloads.',
+    'The Redis (or Redis Cluster) that holds the counts (`store: redis`). One connection per policy (per node in a cluster), kept across reloads.',
   );
 
 export const storeFields = {
