@@ -38,7 +38,7 @@ import {
   UPSTREAM_URL,
 } from './harness/targets.js';
 import { describeMachine, ensureTools } from './harness/tools.js';
-import { runWrk } from './harness/wrk.js';
+import { requestScript, runWrk } from './harness/wrk.js';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const repoDir = path.dirname(benchDir);
@@ -109,7 +109,12 @@ async function measure(name, round, ctx, opts) {
     const sinkBefore = target.otlp ? await sinkStats() : null;
     proc = target.start(ctx);
     if (proc) await waitReady(proc, url, { timeoutMs: opts.startTimeoutMs, expectBody: UPSTREAM_BODY });
-    const load = { connections: opts.connections, threads: opts.threads, cpu: LOAD_CPU, pin: opts.pin };
+    let script;
+    if (target.request !== undefined) {
+      script = path.join(ctx.tmpDir, `${name}.lua`);
+      writeFileSync(script, requestScript(target.request));
+    }
+    const load = { connections: opts.connections, threads: opts.threads, cpu: LOAD_CPU, pin: opts.pin, script };
     const warmup = await runWrk(url, { ...load, durationMs: opts.warmupMs });
     const redis = target.redis ? ctx.redis : undefined;
     const before = cpuSnapshot(proc, ctx.upstream, redis);

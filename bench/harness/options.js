@@ -20,6 +20,12 @@ export const TARGET_NAMES = [
   'trellis-ratelimit-redis',
   // Issue 5, only when named in --only: the full edge chain (API key, CORS, local rate limit, access log).
   'trellis-edge',
+  // Issue 6, only when named in --only: the CRS at PL1 on a typical API GET and a 4 KiB JSON POST, and the same
+  // requests without a WAF.
+  'trellis-waf',
+  'trellis-get',
+  'trellis-waf-post',
+  'trellis-post',
 ];
 
 /** Targets left out of a run without --only. */
@@ -31,6 +37,10 @@ const OPT_IN = [
   'trellis-ratelimit',
   'trellis-ratelimit-redis',
   'trellis-edge',
+  'trellis-waf',
+  'trellis-get',
+  'trellis-waf-post',
+  'trellis-post',
 ];
 
 const HELP = `Usage: npm run bench -- [flags]

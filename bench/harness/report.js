@@ -107,6 +107,9 @@ export const COMPARISONS = [
   ['trellis-ratelimit-redis', 'trellis'],
   ['trellis-edge', 'trellis'],
   ['trellis-edge', 'fast-gateway'],
+  // Issue 6: the CRS at PL1, on the same GET and POST without it.
+  ['trellis-waf', 'trellis-get'],
+  ['trellis-waf-post', 'trellis-post'],
 ];
 
 /**

@@ -63,11 +63,38 @@ http {
 `;
 }
 
+/** A typical API GET: a resource path with filter, paging and sort parameters. */
+export const WAF_GET_PATH = '/items?category=shoes&color=blue&limit=20&offset=40&sort=-price';
+
 /** The API key of bench/trellis-edge.yaml's one consumer (a bench value; the config holds its hash). */
 export const EDGE_KEY = 'bench-key-0123456789';
 
 /**
- * name → { port, start(ctx) }. `start` returns the process, or null for `direct` (which is the upstream).
+ * A 4 KiB JSON document like an API's create call: ~120 fields of names, prose, numbers, URLs and nested lists
+ * (what the WAF's JSON body inspection flattens into ARGS).
+ */
+export const JSON_POST_BODY = (() => {
+  const items = [];
+  const doc = { order: { customer: { name: 'Ana María Núñez', email: 'ana@example.com' }, items } };
+  for (let i = 0; ; i++) {
+    const item = {
+      sku: `SKU-${1000 + i}`,
+      title: `Blue running shoe, size ${36 + (i % 12)}`,
+      note: 'Ships in 2-3 days; see https://shop.example.com/help/shipping for details.',
+    };
+    items.push(item);
+    if (JSON.stringify(doc).length > 4096) {
+      items.pop();
+      return JSON.stringify(doc);
+    }
+  }
+})();
+
+/** The POST targets' request (wrk Lua script, bench/harness/wrk.js). */
+const JSON_POST = { method: 'POST', body: JSON_POST_BODY, contentType: 'application/json' };
+
+/**
+ * name → { port, start(ctx), path?, request? }. `start` returns the process, or null for `direct` (which is the upstream).
  * ctx: { repoDir, benchDir, tmpDir, pin, proxyCpu, trellisRef }.
  */
 export const TARGETS = {
@@ -124,6 +151,21 @@ export const TARGETS = {
   'trellis-ratelimit-redis': trellisWith('trellis-ratelimit-redis', 18090, { redis: true }),
   // Issue 5's full edge chain: API key (in the query the load sends), CORS, a local rate limit, the access log.
   'trellis-edge': { ...trellisWith('trellis-edge', 18094), path: `/?api_key=${EDGE_KEY}` },
+  // Issue 6: the OWASP CRS at PL1 on the measured route (bench/trellis-waf.yaml), for a typical API GET and a
+  // 4 KiB JSON POST; compared with the same requests through bench/trellis.yaml.
+  'trellis-waf': { ...trellisWith('trellis-waf', 18095), path: WAF_GET_PATH },
+  'trellis-waf-post': { ...trellisWith('trellis-waf', 18095), path: '/items', request: JSON_POST },
+  'trellis-get': {
+    port: TRELLIS_PORT,
+    path: WAF_GET_PATH,
+    start: (ctx) => startTrellis(ctx, 'trellis-get', ctx.repoDir, 'bench/trellis.yaml'),
+  },
+  'trellis-post': {
+    port: TRELLIS_PORT,
+    path: '/items',
+    request: JSON_POST,
+    start: (ctx) => startTrellis(ctx, 'trellis-post', ctx.repoDir, 'bench/trellis.yaml'),
+  },
 };
 
 /**

@@ -36,13 +36,31 @@ export function parseWrk(text) {
   };
 }
 
-/** One wrk run against `url`, pinned to `cpu`, killed if it overruns its duration by 15 s. */
-export async function runWrk(url, { durationMs, connections, threads, cpu, pin }) {
+/**
+ * A wrk Lua script that sends every request as `method` with `body` of `contentType` (wrk's own `wrk.*` fields:
+ * the request is built once, not per request).
+ */
+export function requestScript({ method, body, contentType }) {
+  const lua = (s) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+  return [
+    `wrk.method = ${lua(method)}`,
+    `wrk.body = ${lua(body)}`,
+    `wrk.headers["Content-Type"] = ${lua(contentType)}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * One wrk run against `url`, pinned to `cpu`, killed if it overruns its duration by 15 s. `script`: a wrk Lua
+ * file (requestScript) for requests other than a plain GET.
+ */
+export async function runWrk(url, { durationMs, connections, threads, cpu, pin, script }) {
   const args = [
     `-t${threads}`,
     `-c${connections}`,
     `-d${Math.max(1, Math.round(durationMs / 1000))}s`,
     '--latency',
+    ...(script === undefined ? [] : ['-s', script]),
     url,
   ];
   const [command, argv] = pinned(cpu, 'wrk', args, pin);
