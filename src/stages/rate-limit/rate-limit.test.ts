@@ -1,4 +1,5 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   compileContext,
@@ -252,7 +253,10 @@ describe.skipIf(redisMissing !== undefined)('rate-limit, Redis store (real redis
     await ready(p);
     const store = [...kept.at(-1)!.values.values()].find((v) => v instanceof RedisStore) as RedisStore;
     // A second connection blocks Redis for 600 ms (a busy script: Redis runs one command at a time).
-    const blocker = store.client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined });
+    const blocker = (store.client as Redis).duplicate({
+      enableOfflineQueue: true,
+      commandTimeout: undefined,
+    });
     try {
       const sleeping = blocker.eval(
         "local t = redis.call('TIME'); local s = t[1] * 1e6 + t[2]; repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 600000; return 1",
