@@ -114,7 +114,13 @@ async function measure(name, round, ctx, opts) {
       script = path.join(ctx.tmpDir, `${name}.lua`);
       writeFileSync(script, requestScript(target.request));
     }
-    const load = { connections: opts.connections, threads: opts.threads, cpu: LOAD_CPU, pin: opts.pin, script };
+    const load = {
+      connections: opts.connections,
+      threads: opts.threads,
+      cpu: LOAD_CPU,
+      pin: opts.pin,
+      script,
+    };
     const warmup = await runWrk(url, { ...load, durationMs: opts.warmupMs });
     const redis = target.redis ? ctx.redis : undefined;
     const before = cpuSnapshot(proc, ctx.upstream, redis);

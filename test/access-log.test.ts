@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
@@ -134,3 +135,27 @@ test('sampling keeps every error, and fields selects and orders what is written'
   expect(lines.at(-1)).toEqual({ path: '/after' });
   await up.close();
 });
+
+test('a destination that stops reading loses lines, counted in /metrics, and never slows requests', async () => {
+  const up = await startUpstream((_req, res) => res.end('ok'));
+  const fifo = join(mkdtempSync(join(tmpdir(), 'trellis-log-')), 'stuck.fifo');
+  execFileSync('mkfifo', [fifo]);
+  // A reader that never reads: the pipe's 64 KiB fill, then every write waits.
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const gw = await startGateway({ ...simpleConfig(up.url), accessLog: { output: fifo } });
+  // Long paths make ~4 KB lines: 400 of them are 1.6 MB, more than the pipe and the 512 KiB queue hold.
+  const path = `/${'p'.repeat(4000)}`;
+  const t0 = performance.now();
+  for (let round = 0; round < 40; round++) {
+    const batch = Array.from({ length: 10 }, () => fetch(`${gw.url}${path}`).then((r) => r.text()));
+    expect(await Promise.all(batch)).toEqual(Array(10).fill('ok'));
+  }
+  expect(performance.now() - t0).toBeLessThan(10_000);
+  const text = await gw.gateway.metrics!.registry.metrics();
+  const dropped = Number(/^trellis_access_log_dropped_total (\d+)/m.exec(text)?.[1]);
+  expect(dropped).toBeGreaterThan(100);
+  expect(dropped).toBe(gw.gateway.accessLogDropped);
+  await gw.close();
+  closeSync(reader);
+  await up.close();
+}, 30_000);

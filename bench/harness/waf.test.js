@@ -13,7 +13,9 @@ const load = (file) => parse(readFileSync(`${benchDir}/${file}`, 'utf8'));
 test('the WAF config is bench/trellis.yaml plus the CRS at PL1 on the measured route', () => {
   const cfg = load('trellis-waf.yaml');
   assert.equal(cfg.listeners[0].port, TARGETS['trellis-waf'].port);
-  assert.deepEqual(cfg.policies, [{ name: 'crs', type: 'waf', rules: 'crs', paranoiaLevel: 1, mode: 'block' }]);
+  assert.deepEqual(cfg.policies, [
+    { name: 'crs', type: 'waf', rules: 'crs', paranoiaLevel: 1, mode: 'block' },
+  ]);
   const hello = cfg.routes.find((r) => r.name === 'hello');
   assert.deepEqual(hello.policies, ['crs']);
   delete hello.policies;

@@ -72,7 +72,10 @@ const policies = described(
     obj({
       name: str,
       type: described(str, 'The policy kind: api-key, jwt, rate-limit, ...'),
-      phase: described(str, 'ipFilter, cors, authn, authz, rateLimit, waf or transform (docs/policies.md).'),
+      phase: described(
+        str,
+        'ipFilter, cors, authn, authz, rateLimit, waf, validate or transform (docs/policies.md).',
+      ),
       shadow: bool,
       from: { type: 'string', enum: ['listener', 'route'] },
     }),
@@ -148,6 +151,10 @@ const schemas: Record<string, Schema> = {
     retry,
     mirror,
     fault,
+    translate: described(
+      nullable(str),
+      'translate.type of a route that translates its requests (grpc, graphql, websocket); null: none.',
+    ),
   }),
   ListenerRoutes: obj({
     name: str,

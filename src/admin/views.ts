@@ -1,3 +1,4 @@
+import { variantRoutes } from '../api/versions.js';
 import { inRunOrder, policyKind } from '../compile/policies.js';
 import { routeMatchSpec, type Snapshot } from '../compile/snapshot.js';
 import { REDACTED } from '../config/redact.js';
@@ -79,6 +80,8 @@ export interface RouteView {
     abort: { status: number; percent: number } | null;
     headers: boolean;
   } | null;
+  /** `translate.type` of a route that translates its requests (grpc, graphql, websocket); null: none. */
+  translate: string | null;
 }
 
 export interface ListenerRoutesView {
@@ -105,8 +108,14 @@ export function listenerRoutes(
   const routes: { route: RouteConfig; index: number }[] = [];
   config.routes.forEach((r, index) => {
     if (r.listeners && !r.listeners.includes(listener)) return;
-    routes.push({ route: r, index });
-    specs.push(routeMatchSpec(r, index));
+    // A route of a versioned API takes one router entry more per version path segment (src/api/versions.ts);
+    // `routes` stays parallel to `specs`.
+    const api = r.api === undefined ? undefined : config.apis?.find((a) => a.name === r.api);
+    const entries = api === undefined ? [r] : variantRoutes(r, api).map((v) => v.route);
+    for (const route of entries) {
+      routes.push({ route, index });
+      specs.push(routeMatchSpec(route, index));
+    }
   });
   return { specs, routes };
 }
@@ -216,6 +225,7 @@ export function routeView(
           headers: r.fault.headers,
         }
       : null,
+    translate: r.translate?.type ?? null,
   };
 }
 
@@ -522,6 +532,7 @@ function policyView(v: RouteView): PolicyView {
   if (v.kind === 'proxy') {
     if (v.fault) pipeline.push('fault');
     if (v.mirror) pipeline.push('mirror');
+    if (v.translate !== null) pipeline.push(`translate:${v.translate}`);
     pipeline.push('upstream', ...v.responseStages);
   }
   return {

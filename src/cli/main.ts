@@ -15,6 +15,7 @@ import {
 } from '../stages/credentials.js';
 import { ClusterApplier } from './cluster-primary.js';
 import { runWorker } from './cluster-worker.js';
+import { importOpenApi } from './import-openapi.js';
 import { LocalApplier } from './run-single.js';
 import { type Applier, Supervisor } from './supervisor.js';
 import { parseInterval, runTop } from './top.js';
@@ -35,6 +36,7 @@ Commands:
   top [--admin URL]                     live requests/s, success rate and latency per route and service
   hash-key [--generate]                 hash an API key (read from stdin) for consumers[].credentials.apiKeys
   hash-password [--cost N]              hash a password (read from stdin) for consumers[].credentials.basic
+  import openapi FILE [--out FILE]      write a config (routes, validation, versions) for an OpenAPI document
 
 Options:
   -h, --help      show help (also after a command)
@@ -98,6 +100,23 @@ put the hash in the config. To rotate, add the new hash beside the old one and g
 Options:
       --generate  make a new key instead of reading one
   -h, --help      show this help
+`;
+HELP.import = `Usage: trellis import openapi FILE [--service NAME] [--out FILE] [options]
+
+Writes a Trellis config for an OpenAPI 3.0 or 3.1 document (YAML or JSON): one route per operation, named from
+its operationId and matched by its path template and method; a service for the API's server; an \`openapi\`
+policy that validates requests against the document (docs/openapi.md); and when the server URL is a version
+(\`https://api.example.com/v2\`) or --api-version says so, a versioned API (docs/api-versions.md).
+The output passes \`trellis validate\`; check its listener and service endpoint, then edit to taste.
+
+Options:
+      --service NAME       service and API name (default: from info.title)
+      --out FILE           write the config to FILE (default: stdout); the document path is made relative to it
+      --upstream URL       the service endpoint (default: the document's server URL, else http://127.0.0.1:8080)
+      --api-version NAME   make the routes one version of a versioned API
+      --select HOW         how requests name the version: path (default), header:NAME, query:NAME, media:VENDOR
+      --no-validate        leave out the openapi validation policy
+  -h, --help               show this help
 `;
 HELP['hash-password'] = `Usage: trellis hash-password [--cost N]
 
@@ -166,6 +185,16 @@ export async function main(argv: string[]): Promise<number> {
           : {}),
         ...(command === 'hash-key' ? { generate: { type: 'boolean' } } : {}),
         ...(command === 'hash-password' ? { cost: { type: 'string' } } : {}),
+        ...(command === 'import'
+          ? {
+              service: { type: 'string' },
+              out: { type: 'string', short: 'o' },
+              upstream: { type: 'string' },
+              'api-version': { type: 'string' },
+              select: { type: 'string' },
+              'no-validate': { type: 'boolean' },
+            }
+          : {}),
         ...(command === 'top'
           ? {
               admin: { type: 'string' },
@@ -222,6 +251,27 @@ export async function main(argv: string[]): Promise<number> {
       if (password === '') return fail('trellis hash-password: the password is empty');
       out(hashPassword(password, { ln: cost }));
       return 0;
+    }
+    case 'import': {
+      const [what, file, ...more] = positionals;
+      if (what !== 'openapi' || file === undefined || more.length > 0)
+        return fail(`trellis import: expected "openapi FILE"\n\n${help}`);
+      try {
+        const text = importOpenApi(file, {
+          service: values.service as string | undefined,
+          out: values.out as string | undefined,
+          upstream: values.upstream as string | undefined,
+          apiVersion: values['api-version'] as string | undefined,
+          select: values.select as string | undefined,
+          noValidate: values['no-validate'] === true,
+        });
+        if (values.out === undefined) process.stdout.write(text);
+        else out(`${values.out}: written`);
+        return 0;
+      } catch (err) {
+        process.stderr.write(`trellis import openapi: ${(err as Error).message}\n`);
+        return 1;
+      }
     }
     case 'validate': {
       const file = positionals[0];

@@ -1,13 +1,16 @@
 import { createHash } from 'node:crypto';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { compileApis, type RouteVersioning, routeVariants, routeVersioning } from '../api/versions.js';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
-import type { RequestStage, ResponseStage } from '../proxy/stage.js';
+import type { RequestStage, ResponseStage, StageContext } from '../proxy/stage.js';
+import type { RouteHandler, Translator } from '../proxy/translate.js';
 import { grpcMatchParts } from '../router/grpc.js';
 import { compileRouter, type RouteMatchSpec, type Router, RouterCompileError } from '../router/index.js';
 import { requestHeaderStage, responseHeaderStage } from '../stages/header-edits.js';
 import { directResponseStage, redirectStage } from '../stages/local-replies.js';
-import type { CompiledPolicy } from '../stages/policy.js';
+import { type CompiledPolicy, PolicyPhase } from '../stages/policy.js';
 import { rewriteStage } from '../stages/rewrite.js';
+import { translateKind } from '../translate/kinds.js';
 import type { UpstreamRegistry } from '../upstream/registry.js';
 import type { UpstreamService } from '../upstream/service.js';
 import { compilePolicies, type PolicyGeneration, PolicyStates, routePolicyStages } from './policies.js';
@@ -92,8 +95,11 @@ export interface CompiledRoute {
   readonly stages: readonly RequestStage[];
   /** Applied in order: the reverse of the route order. */
   readonly responseStages: readonly ResponseStage[];
-  /** Picks the service for one request (weighted split); undefined for routes that answer locally. */
-  readonly pickService: (() => UpstreamService) | undefined;
+  /**
+   * Picks the service for one request (weighted split; a versioned API's route asks the request's version);
+   * undefined for routes that answer locally.
+   */
+  readonly pickService: ((ctx: StageContext) => UpstreamService) | undefined;
   readonly requestTimeout: number;
   readonly upstreamIdleTimeout: number;
   /** Infinity when the route sets no limit. */
@@ -111,6 +117,10 @@ export interface CompiledRoute {
   readonly websocket: WebSocketPolicy | undefined;
   /** gRPC-Web requests are translated to gRPC for the (h2/h2c) service and back. */
   readonly grpcWeb: boolean;
+  /** `translate` with a translator: requests and responses rewritten, forwarded as usual (src/proxy/translate.ts). */
+  readonly translator?: Translator | undefined;
+  /** `translate` with a handler: it answers the request after the route's stages, instead of forwarding. */
+  readonly handler?: RouteHandler | undefined;
 }
 
 export interface ListenerState {
@@ -174,6 +184,7 @@ export function compileSnapshot(
   for (const s of config.services) services.set(s.name, upstreams.service(s, config.gateway.zone));
   // Without a gateway's state store (views, tests), state made by `keep` lives as long as this snapshot.
   const policies = compilePolicies(config, policyState ?? new PolicyStates().begin());
+  const apis = compileApis(config.apis ?? [], (backends, where) => backendPicker(backends, services, where));
 
   const listeners = new Map<string, ListenerState>();
   for (const l of config.listeners) {
@@ -182,13 +193,24 @@ export function compileSnapshot(
     const configIndex: number[] = [];
     config.routes.forEach((r, i) => {
       if (r.listeners && !r.listeners.includes(l.name)) return;
-      configIndex.push(i);
       const attached = [...(l.policies ?? []), ...(r.policies ?? [])].map((n) => {
         const p = policies.get(n);
         if (p === undefined) throw new Error(`routes[${i}]: unknown policy ${n}`);
         return p;
       });
-      specs.push(routeMatchSpec(r, compileRoute(r, i, services, scheme, attached)));
+      const api = r.api === undefined ? undefined : apis.get(r.api);
+      if (r.api !== undefined && api === undefined) throw new Error(`routes[${i}].api: unknown API ${r.api}`);
+      if (api === undefined) {
+        configIndex.push(i);
+        specs.push(routeMatchSpec(r, compileRoute(r, i, services, scheme, attached)));
+        return;
+      }
+      // A route of a versioned API may take several router entries (a version's path segment in front).
+      for (const v of routeVariants(r, api)) {
+        configIndex.push(i);
+        const compiled = compileRoute(v.route, i, services, scheme, attached, routeVersioning(api, v));
+        specs.push(routeMatchSpec(v.route, compiled));
+      }
     });
     let router: Router<CompiledRoute>;
     try {
@@ -229,6 +251,7 @@ function compileRoute(
   services: ReadonlyMap<string, UpstreamService>,
   scheme: string,
   policies: readonly CompiledPolicy[] = [],
+  versioning?: RouteVersioning,
 ): CompiledRoute {
   const matchPrefix = r.match.path && 'prefix' in r.match.path ? r.match.path.prefix : undefined;
   // Policies first (in phase order: address, CORS, authentication, authorization, limits, ...), so that nothing
@@ -236,6 +259,14 @@ function compileRoute(
   const fromPolicies = policies.length === 0 ? undefined : routePolicyStages(r.name, policies);
   const stages: RequestStage[] = fromPolicies === undefined ? [] : fromPolicies.request;
   const push = (s: RequestStage | undefined) => s && stages.push(s);
+  if (versioning !== undefined) {
+    // The version a request names is read before anything else; a consumer's pin once authentication ran.
+    if (versioning.pin !== undefined) {
+      const authn = policies.filter((p) => p.request !== undefined && p.phase <= PolicyPhase.authn).length;
+      stages.splice(authn, 0, versioning.pin);
+    }
+    stages.unshift(versioning.select);
+  }
   if (r.directResponse) push(directResponseStage(r.directResponse));
   else if (r.redirect) push(redirectStage(r.redirect, r.match.path ? matchPrefix : '/', scheme));
   else {
@@ -250,7 +281,19 @@ function compileRoute(
     mirror = Object.freeze({ service: svc, fraction: r.mirror.percent / 100 });
   }
   const fault = r.fault ? faultPolicy(r.fault) : undefined;
+  const maxBodyBytes = r.limits.maxBodyBytes ?? Number.POSITIVE_INFINITY;
+  let translation: ReturnType<NonNullable<ReturnType<typeof translateKind>>['compile']> | undefined;
+  if (r.translate !== undefined) {
+    const kind = translateKind(r.translate.type);
+    if (kind === undefined) throw new Error(`routes[${index}].translate: unknown type ${r.translate.type}`);
+    translation = kind.compile(r.translate, {
+      route: { name: r.name, requestTimeout: r.timeouts.request, maxBodyBytes },
+      services,
+    });
+  }
   const responseStages: ResponseStage[] = [];
+  // Before the route's header edits, so that they can remove a deprecated version's fields.
+  if (versioning !== undefined) responseStages.push(versioning.response);
   if (r.responseHeaders) {
     const s = responseHeaderStage(r.responseHeaders);
     if (s) responseStages.push(s);
@@ -262,10 +305,15 @@ function compileRoute(
     source: `routes[${index}]`,
     stages: Object.freeze(stages),
     responseStages: Object.freeze(responseStages),
-    pickService: r.directResponse || r.redirect ? undefined : servicePicker(r, services),
+    pickService:
+      r.directResponse || r.redirect
+        ? undefined
+        : versioning !== undefined
+          ? versioning.pickService
+          : servicePicker(r, services),
     requestTimeout: r.timeouts.request,
     upstreamIdleTimeout: r.timeouts.upstreamIdle,
-    maxBodyBytes: r.limits.maxBodyBytes ?? Number.POSITIVE_INFINITY,
+    maxBodyBytes,
     preserveHost: r.preserveHost,
     retry,
     mirror,
@@ -276,6 +324,8 @@ function compileRoute(
       (retry.attempts > 1 && (retry.on & ~(RetryOn.connectFailure | RetryOn.refusedStream)) !== 0),
     websocket: r.websocket.enabled ? webSocketPolicy(r.websocket) : undefined,
     grpcWeb: r.grpcWeb,
+    translator: translation?.translator,
+    handler: translation?.handler,
   });
 }
 
@@ -319,13 +369,22 @@ function servicePicker(
   r: RouteConfig,
   services: ReadonlyMap<string, UpstreamService>,
 ): () => UpstreamService {
-  const backends = (r.backends ?? []).filter((b) => b.weight > 0);
+  return backendPicker(r.backends ?? [], services, `route ${r.name}`);
+}
+
+/** Weighted split across backends (a route's, or an API version's); `where` names them in errors. */
+function backendPicker(
+  list: readonly { service: string; weight: number }[],
+  services: ReadonlyMap<string, UpstreamService>,
+  where: string,
+): () => UpstreamService {
+  const backends = list.filter((b) => b.weight > 0);
   const resolved = backends.map((b) => {
     const svc = services.get(b.service);
-    if (!svc) throw new Error(`route ${r.name}: unknown service ${b.service}`);
+    if (!svc) throw new Error(`${where}: unknown service ${b.service}`);
     return { svc, weight: b.weight };
   });
-  if (resolved.length === 0) throw new Error(`route ${r.name}: no backend with a weight above 0`);
+  if (resolved.length === 0) throw new Error(`${where}: no backend with a weight above 0`);
   if (resolved.length === 1) {
     const only = resolved[0]!.svc;
     return () => only;

@@ -5,6 +5,9 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { signatureSync } from '../core/file-signature.js';
+import { policyKinds } from '../stages/kinds.js';
+import { resolveTranslatePaths, translateInputs } from '../translate/semantics.js';
 import { parseConfigText } from './document.js';
 import { type ConfigError, type ConfigIssue, type ConfigPath, type Locator, locateIssues } from './errors.js';
 import { DEFAULT_MESSAGE, translateZodIssues } from './issues.js';
@@ -82,7 +85,7 @@ export function loadConfigText(text: string, file: string, opts: LoadOptions = {
     config: result.config,
     source: {
       file,
-      hash: hashConfig(result.config),
+      hash: sourceHash(result.config),
       text,
       secretPaths: secrets.secretPaths.map((p) => p.map(String)),
     },
@@ -128,7 +131,28 @@ function validate(
   for (const l of config.listeners) if (l.tls !== undefined) l.tls = resolveTlsPaths(l.tls, baseDir);
   for (const svc of config.services)
     if (svc.tls !== undefined) svc.tls = resolveUpstreamTlsPaths(svc.tls, baseDir);
+  for (const r of config.routes)
+    if (r.translate !== undefined) r.translate = resolveTranslatePaths(r.translate, baseDir);
+  // Files a policy reads (an OpenAPI document, rule files) are relative to the config file, whichever folder the
+  // gateway runs in. (Validation resolved them the same way, with `baseDir`, and named them as written.)
+  config.policies = config.policies.map((p) => {
+    const kind = policyKinds.find((k) => k.type === p.type);
+    return kind?.resolvePaths === undefined ? p : kind.resolvePaths(p, baseDir);
+  });
   return { ok: true, config: deepFreeze(config) };
+}
+
+/**
+ * The hash that tells versions apart: the config's, and when routes translate with files (protos), those files'
+ * signatures too, so that a reload after editing a proto is a new version although the config text is the same.
+ */
+function sourceHash(config: Config): string {
+  const files = translateInputs(config.routes);
+  const h = hashConfig(config);
+  if (files.length === 0) return h;
+  return createHash('sha256')
+    .update(`${h}|${signatureSync(files)}`)
+    .digest('hex');
 }
 
 /** sha256 hex of the config's canonical JSON (keys sorted at every level). */

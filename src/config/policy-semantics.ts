@@ -12,7 +12,7 @@ import { didYouMean } from './suggest.js';
 
 type Add = (path: PathSegment[], message: string, key?: boolean) => void;
 
-export function checkPolicies(config: Config, add: Add): void {
+export function checkPolicies(config: Config, add: Add, baseDir?: string): void {
   const policyNames = config.policies.map((p) => p.name);
   const consumerNames = new Set(config.consumers.map((c) => c.name));
   unique('policy', 'policies', policyNames, add);
@@ -56,6 +56,7 @@ export function checkPolicies(config: Config, add: Add): void {
   config.policies.forEach((p, i) => {
     kinds.get(p.type)?.validate?.(p, {
       consumers: consumerNames,
+      baseDir,
       issue: (path, message) => add(['policies', i, ...path], message),
     });
   });

@@ -18,6 +18,8 @@ import {
 
 export { byteSize, duration } from './primitives.js';
 
+import { apiSchema } from '../api/schema.js';
+import { translateSchema } from '../translate/schema.js';
 import { consumerSchema, policySchema } from './policies.js';
 
 /** Policy names attached to a route or listener. */
@@ -486,6 +488,12 @@ export const routeSchema = z
       .describe(
         'Translate gRPC-Web (application/grpc-web, grpc-web+proto, grpc-web-text) from HTTP/1.1 or HTTP/2 clients to gRPC for an h2/h2c service and back, trailers as the trailer frame. Off: gRPC-Web passes through untouched.',
       ),
+    translate: translateSchema.optional(),
+    api: name
+      .optional()
+      .describe(
+        "A versioned API (a name in `apis`) this route belongs to: the request's version is selected and its backends serve it (instead of `backends`). See docs/api-versions.md.",
+      ),
   })
   .describe('Which requests go where, and what happens to them on the way.');
 
@@ -809,6 +817,10 @@ export const ACCESS_LOG_FIELDS = [
   'upstreamMs',
   'consumer',
   'decisions',
+  'operation',
+  'api',
+  'apiVersion',
+  'waf',
 ] as const;
 
 export const accessLogSchema = z
@@ -915,6 +927,7 @@ export const configSchema = z
     services: z.array(serviceSchema).prefault([]),
     policies: z.array(policySchema).prefault([]),
     consumers: z.array(consumerSchema).prefault([]),
+    apis: z.array(apiSchema).prefault([]),
     admin: adminSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
     metrics: metricsSchema.prefault({}),

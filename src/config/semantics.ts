@@ -6,7 +6,9 @@
 import { statSync } from 'node:fs';
 import { BlockList, isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
+import { checkApis } from '../api/semantics.js';
 import { compileRouter, RouterCompileError } from '../router/index.js';
+import { checkTranslate } from '../translate/semantics.js';
 import type { ConfigIssue, PathSegment } from './errors.js';
 import { checkPolicies } from './policy-semantics.js';
 import type { Config, RouteConfig, ServiceConfig } from './schema.js';
@@ -32,7 +34,7 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
   uniqueNames('listener', 'listeners', config.listeners, add);
   uniqueNames('route', 'routes', config.routes, add);
   uniqueNames('service', 'services', config.services, add);
-  checkPolicies(config, add);
+  checkPolicies(config, add, opts.baseDir);
   checkListeners(config, add);
   config.listeners.forEach((l, i) => {
     if (l.tls !== undefined) checkListenerTls(l.tls, ['listeners', i, 'tls'], opts, add);
@@ -47,6 +49,8 @@ export function checkSemantics(config: Config, opts: SemanticsOptions = {}): Con
     checkResilience(route, ['routes', i], serviceNames, add);
     checkRouteProtocols(route, ['routes', i], config.services, add);
   });
+  checkTranslate(config.routes, config.services, opts.baseDir ?? process.cwd(), add);
+  checkApis(config, add);
   config.services.forEach((service, i) => {
     checkServiceUpstream(service, ['services', i], add);
     checkServiceProtocol(service, ['services', i], opts, add);
@@ -411,10 +415,12 @@ function checkRoute(
     k === 'backends' ? route.backends !== undefined && route.backends.length > 0 : route[k] !== undefined,
   );
   const choice = 'a route needs exactly one of "backends", "redirect" or "directResponse"';
-  if (actions.length === 0) {
+  // A route of a versioned API takes its backends from the API (src/api/semantics.ts checks it).
+  const own = route.api === undefined;
+  if (own && actions.length === 0) {
     if (route.backends !== undefined) add([...at, 'backends'], `"backends" is empty; ${choice}`);
     else add(at, choice);
-  } else if (actions.length > 1) {
+  } else if (own && actions.length > 1) {
     add([...at, actions[1]!], `"${actions[0]}" and "${actions[1]}" cannot be combined; ${choice}`, true);
   }
 

@@ -1,7 +1,10 @@
 import { ERROR_TYPE_BASE, errorCatalog } from './errors.js';
 
 const GRPC_NAMES: Record<number, string> = {
+  2: 'UNKNOWN',
+  3: 'INVALID_ARGUMENT',
   4: 'DEADLINE_EXCEEDED',
+  5: 'NOT_FOUND',
   7: 'PERMISSION_DENIED',
   8: 'RESOURCE_EXHAUSTED',
   12: 'UNIMPLEMENTED',

@@ -256,6 +256,174 @@ export const errorCatalog = {
       'A `cors` policy answered a preflight (OPTIONS with Origin and Access-Control-Request-Method) whose origin, method or request headers it does not allow. The detail says which. Add the origin to `origins` (or the method or header to `methods` / `headers`). Actual requests from other origins are not refused: they go through without CORS headers, and the browser keeps the response from the page.',
     grpc: 7, // PERMISSION_DENIED
   },
+  graphql_request_invalid: {
+    status: 400,
+    title: 'Not a valid GraphQL request',
+    description:
+      'A `graphql` policy could not find one operation to run in the request: not a GET with `query` or a POST of `application/json` (or `application/graphql`), a body or `variables` that is not valid JSON, a syntax error in the document (the detail has its line and column), an unknown or cyclic fragment, several operations and no `operationName`, a mutation sent by GET, or a persisted-query hash that is not the SHA-256 of the query sent. See docs/graphql.md.',
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  graphql_query_too_large: {
+    status: 400,
+    title: 'GraphQL request too large',
+    description:
+      'A `graphql` policy refused a request over one of its size limits: the POST body over `maxBodyBytes`, the document over `maxQueryBytes` or `maxTokens` (parsing stops there), or a batch of more than `maxBatchSize` operations. The detail names the limit and the measured value.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  graphql_depth_exceeded: {
+    status: 400,
+    title: 'GraphQL query too deep',
+    description:
+      "The operation nests fields deeper than the `graphql` policy's `maxDepth` (fragments count where they are spread). The detail has the depth measured and the limit.",
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  graphql_aliases_exceeded: {
+    status: 400,
+    title: 'Too many aliases in the GraphQL query',
+    description:
+      "The operation has more aliased fields than the `graphql` policy's `maxAliases` (aliases let one request run a field many times). The detail has the count and the limit.",
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  graphql_cost_exceeded: {
+    status: 400,
+    title: 'GraphQL query too expensive',
+    description:
+      "The operation's estimated cost is over the `graphql` policy's `maxCost`. The cost model (docs/graphql.md): each field 1, a list field (one with a `first`/`last`/`limit` argument, or listed in `listFields`) its size times the cost of what it selects. The detail has the cost and the limit: ask for smaller pages.",
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  graphql_introspection_denied: {
+    status: 403,
+    title: 'GraphQL introspection not allowed',
+    description:
+      'The operation asks for `__schema` or `__type`, and the `graphql` policy has `introspection: false` (the default).',
+    grpc: 7, // PERMISSION_DENIED
+  },
+  graphql_persisted_query_not_allowed: {
+    status: 403,
+    title: 'GraphQL document not on the allow-list',
+    description:
+      "The `graphql` policy has `persistedQueries.mode: allow-list` and the request's document (or its `extensions.persistedQuery.sha256Hash`) is not one of the documents it lists. Add the document to the manifest, or send a listed one.",
+    grpc: 7, // PERMISSION_DENIED
+  },
+  graphql_variable_invalid: {
+    status: 400,
+    title: 'Request does not fit the GraphQL operation',
+    description:
+      "A route with `translate: { type: graphql }` could not make the operation's variables from the request: a required variable is in neither the path, the query string nor the body; a value does not convert to the declared type (`Int`, `Float`, `Boolean`); or the body is not a JSON object. The detail names the variable. See docs/graphql.md.",
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  graphql_not_found: {
+    status: 404,
+    title: 'Not found',
+    description:
+      'A route with `translate: { type: graphql }` ran its operation and the selected part of the result (`select`, such as `data.user`) was null, or the GraphQL server answered an error with `extensions.code` NOT_FOUND.',
+    grpc: 5, // NOT_FOUND
+  },
+  graphql_operation_failed: {
+    status: 502,
+    title: 'GraphQL operation failed',
+    description:
+      "A route with `translate: { type: graphql }` ran its operation and the GraphQL server answered `errors` without the selected data. The status follows the first error's `extensions.code`: BAD_USER_INPUT 400, UNAUTHENTICATED 401, FORBIDDEN 403, anything else 502. The detail has the errors' messages.",
+    grpc: 13, // INTERNAL
+  },
+  graphql_upstream_invalid: {
+    status: 502,
+    title: 'Upstream did not answer GraphQL',
+    description:
+      "A route with `translate: { type: graphql }` got a response that is not a GraphQL response: not JSON, neither `data` nor `errors`, or larger than `maxResponseBytes`. Check the route's service and `translate.path`.",
+    grpc: 13, // INTERNAL
+  },
+  websocket_bridge_unavailable: {
+    status: 502,
+    title: 'WebSocket upstream unavailable',
+    description:
+      'A route with `translate: { type: websocket }` could not open a WebSocket to its service, or the connection closed before the reply came. The detail says which (and the close code). The bridge reconnects with backoff; requests meanwhile fail fast with this code.',
+    grpc: 14, // UNAVAILABLE
+  },
+  websocket_bridge_timeout: {
+    status: 504,
+    title: 'No WebSocket reply in time',
+    description:
+      "A route with `translate: { type: websocket }` sent the request as a message and no message with its correlation id came back within the route's `timeouts.request`.",
+    grpc: 4, // DEADLINE_EXCEEDED
+  },
+  websocket_bridge_request_too_large: {
+    status: 413,
+    title: 'Message too large for the WebSocket upstream',
+    description:
+      'The message a route with `translate: { type: websocket }` would send (the request body in its envelope) is over `maxMessageBytes`.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  websocket_bridge_reply_too_large: {
+    status: 502,
+    title: 'WebSocket reply too large',
+    description:
+      'The WebSocket upstream of a route with `translate: { type: websocket }` sent a message over `maxMessageBytes`: the connection was closed (1009) and the requests waiting on it got this code.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  websocket_bridge_request_invalid: {
+    status: 400,
+    title: 'Request cannot be sent as a WebSocket message',
+    description:
+      'A route with `translate: { type: websocket }` could not make a message of the request: a JSON body that does not parse, a body that is not a JSON object with `envelope: body`, or (`mode: events` with `events.filter`) no parameter to filter by. The detail says which.',
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  websocket_bridge_overloaded: {
+    status: 503,
+    title: 'WebSocket bridge at its limit',
+    description:
+      'A route with `translate: { type: websocket }` already has `maxPending` requests waiting for replies (or `maxSubscribers` event-stream clients), so this one was refused at once. `Retry-After` says when to try again.',
+    grpc: 8, // RESOURCE_EXHAUSTED
+  },
+  transcode_bad_request: {
+    status: 400,
+    title: 'Request cannot be transcoded',
+    description:
+      'A route with `translate: { type: grpc }` could not build the gRPC request message: the body is not valid JSON, a field is unknown or has the wrong type (an int64 that is not a number, an enum name that does not exist, a malformed Timestamp), or a query parameter names no field of the request message. The detail names the field and what was expected. See docs/transcoding.md.',
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  unsupported_media_type: {
+    status: 415,
+    title: 'Unsupported request content type',
+    description:
+      'A translating route (`translate`) takes a JSON request body (`application/json` or a `+json` type, without `Content-Encoding`), and this request sent another content type. Send JSON.',
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  upstream_grpc_error: {
+    status: 502,
+    title: 'The gRPC service returned an error',
+    description:
+      "A transcoded call (`translate: { type: grpc }`) ended with a gRPC status other than OK. The HTTP status follows the standard mapping (INVALID_ARGUMENT 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND 404, ALREADY_EXISTS and ABORTED 409, FAILED_PRECONDITION 400, RESOURCE_EXHAUSTED 429, CANCELLED 499, UNIMPLEMENTED 501, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, others 500); the body's `detail` is the service's grpc-message, `grpcStatus` / `grpcCode` name the status and `grpcDetails` holds the rich error details the service sent, if any. 502 is the status when the service's reply was not valid gRPC. See docs/transcoding.md.",
+    grpc: 2, // UNKNOWN
+  },
+  api_version_unknown: {
+    status: 400,
+    title: 'Unknown API version',
+    description:
+      "The request named a version (path segment, header, media type or query parameter, as the API's `select` says) that the API does not have. The detail says where it was read; `knownVersions` in the body lists the version names of `apis[].versions`. See docs/api-versions.md.",
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  api_version_retired: {
+    status: 410,
+    title: 'API version retired',
+    description:
+      'The selected API version has `status: retired`: it is no longer served. The `Link` field (rel="deprecation") points at the migration docs of the version, when it has a `link`; move to a version the detail names.',
+    grpc: 5, // NOT_FOUND
+  },
+  openapi_request_invalid: {
+    status: 400,
+    title: 'Request does not match the API description',
+    description:
+      'An `openapi` policy checked the request against its OpenAPI operation and found violations: path or query parameters, headers, a missing or wrong content type, or a JSON body that does not match the schema. `errors` in the body lists every violation with a JSON pointer (`/query/limit`, `/body/tags/0`) and a message. The upstream did not see the request. See docs/openapi.md.',
+    grpc: 3, // INVALID_ARGUMENT
+  },
+  openapi_operation_not_found: {
+    status: 404,
+    title: 'No API operation for this request',
+    description:
+      'An `openapi` policy with `unknownOperations: reject` (the default) found no operation in its document for the request method and path. Document the operation, or attach the policy only to the routes it describes.',
+    grpc: 12, // UNIMPLEMENTED
+  },
   internal_error: {
     status: 500,
     title: 'Internal gateway error',

@@ -9,9 +9,10 @@ export function problemBody(
   requestId: string | undefined,
   status?: number,
   traceId?: string,
+  extensions?: Readonly<Record<string, unknown>>,
 ): string {
   const spec = errorCatalog[code];
-  return JSON.stringify({
+  const body = {
     type: ERROR_TYPE_BASE + code,
     title: spec.title,
     status: status ?? spec.status,
@@ -19,7 +20,9 @@ export function problemBody(
     code,
     requestId,
     traceId,
-  });
+  };
+  // Extensions never replace the standard members.
+  return JSON.stringify(extensions === undefined ? body : { ...extensions, ...body });
 }
 
 /**
@@ -34,8 +37,9 @@ export function sendProblem(
   extraHeaders?: Record<string, string>,
   status?: number,
   traceId?: string,
+  extensions?: Readonly<Record<string, unknown>>,
 ): void {
-  const body = problemBody(code, detail, requestId, status, traceId);
+  const body = problemBody(code, detail, requestId, status, traceId, extensions);
   const headers: Record<string, string | number> = {
     'content-type': 'application/problem+json',
     'content-length': Buffer.byteLength(body),

@@ -5,6 +5,8 @@ import { LineWriter } from './line-writer.js';
 
 export interface AccessLog {
   readonly output: string;
+  /** Lines lost: the queue behind a slow destination was full, or a write failed. */
+  readonly dropped: number;
   /** Sampling and field selection: changed by a reload without reopening the output. */
   setOptions(o: Pick<AccessLogConfig, 'sample' | 'fields'>): void;
   write(ex: Exchange): void;
@@ -42,6 +44,10 @@ const READ: Record<Field, (ex: Exchange, end: number) => unknown> = {
     ex.upstreamStartedAt ? round((ex.upstreamEndedAt || end) - ex.upstreamStartedAt) : undefined,
   consumer: (ex) => ex.consumer?.name,
   decisions: (ex) => decisionsRecord(ex.decisions),
+  operation: (ex) => ex.operation,
+  api: (ex) => ex.apiVersion?.api,
+  apiVersion: (ex) => ex.apiVersion?.version,
+  waf: (ex) => ex.waf,
 };
 
 /** `{ "<policy>": "allow" | "deny" | "shadow_deny" | "error" }` of the policies that ran; undefined when none did. */
@@ -116,6 +122,9 @@ export async function createAccessLog(
   let keys = fields.map(jsonKey);
   return {
     output,
+    get dropped() {
+      return out.dropped;
+    },
     setOptions(o) {
       sample = o.sample;
       fields = o.fields ?? ACCESS_LOG_FIELDS;

@@ -19,7 +19,7 @@ describe('LineWriter', () => {
     await w.close();
     const lines = readFileSync(path, 'utf8').trimEnd().split('\n');
     expect(lines).toHaveLength(5000);
-    lines.forEach((l, i) => expect(JSON.parse(l).n).toBe(i));
+    expect(lines.map((l) => JSON.parse(l).n)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
     expect(w.dropped).toBe(0);
   });
 

@@ -2,10 +2,12 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
 import { PerformanceObserver, constants as perfConstants, performance } from 'node:perf_hooks';
 import { type Aggregator, AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { apiVersionTotals } from '../api/metrics.js';
 import type { Snapshot } from '../compile/snapshot.js';
 import { type MetricsConfig, metricsSchema } from '../config/schema.js';
 import type { Outcome } from '../core/outcome.js';
 import type { Exchange } from '../proxy/exchange.js';
+import { graphqlOperationTotals } from '../stages/graphql/metrics.js';
 import type { PolicyDecision } from '../stages/policy.js';
 import { storeErrorTotals } from '../stages/rate-limit/events.js';
 import type { CircuitEvent, HealthEvent, OutlierEvent } from '../upstream/events.js';
@@ -30,6 +32,8 @@ export interface MetricsHost {
   snapshot(): Snapshot | undefined;
   /** Span counters of the tracer, when tracing is on. */
   spans?(): { exported: number; dropped: number; queued: number } | undefined;
+  /** Access log lines lost so far. */
+  accessLogDropped?(): number;
 }
 
 /** The Prometheus text exposition format, version 0.0.4. */
@@ -644,6 +648,15 @@ export class GatewayMetrics {
       },
     });
     new Counter({
+      name: 'trellis_access_log_dropped_total',
+      help: 'Access log lines lost: the destination was too slow (more than 512 KiB waiting) or a write failed. Requests are never slowed instead; alert on any increase.',
+      registers: [reg],
+      collect() {
+        this.reset();
+        this.inc(host.accessLogDropped?.() ?? 0);
+      },
+    });
+    new Counter({
       name: 'trellis_rate_limit_store_errors_total',
       help: 'Rate-limit and quota checks that their store (Redis) did not answer in time, by policy: each was let through uncounted (onStoreError: allow) or refused with 503 rate_limit_unavailable (deny). Alert on any steady increase (docs/rate-limits.md).',
       labelNames: ['trellis_policy'],
@@ -651,6 +664,32 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         for (const [policy, n] of storeErrorTotals) this.inc({ trellis_policy: policy }, n);
+      },
+    });
+    new Counter({
+      name: 'trellis_graphql_operations_total',
+      help: 'GraphQL operations seen by `graphql` policies (docs/graphql.md), by route, policy, operation, operation type (query, mutation, subscription; unknown when not parsed) and result (allowed, or the error code of the refusal such as graphql_cost_exceeded). graphql_operation is a name the policy knows (its allow-list, metricOperations) or other, anonymous, unknown: clients cannot add series.',
+      labelNames: [
+        'trellis_route',
+        'trellis_policy',
+        'graphql_operation',
+        'graphql_operation_type',
+        'result',
+      ],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const c of graphqlOperationTotals.values()) this.inc(c.labels, c.value);
+      },
+    });
+    new Counter({
+      name: 'trellis_api_requests_total',
+      help: "Requests to routes of a versioned API (docs/api-versions.md), by API, the version selected (its name from `apis[].versions`, never what the client sent) and that version's status (active, deprecated, retired): who still calls a deprecated version, and how much. Counted when the version is selected, so a retired version's 410s count too.",
+      labelNames: ['trellis_api', 'trellis_api_version', 'api_version_status'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const c of apiVersionTotals.values()) if (c.value > 0) this.inc(c.labels, c.value);
       },
     });
     new Gauge({

@@ -15,7 +15,7 @@ import {
 } from '../compile/snapshot.js';
 import { type ErrorCode, errorCatalog } from '../core/errors.js';
 import { classifyUpstreamError, isGrpcFailure, type Outcome } from '../core/outcome.js';
-import { encodeGrpcMessage, sendGrpcError, sendProblem } from '../core/problem.js';
+import { encodeGrpcMessage, problemBody, sendGrpcError, sendProblem } from '../core/problem.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AttemptSpan, RequestTrace, Tracer } from '../observability/tracing.js';
 import { normalizePath, type RouterRequest } from '../router/index.js';
@@ -49,7 +49,8 @@ import {
   responseHeaders,
   trailerObject,
 } from './headers.js';
-import type { LocalReply, StageContext, StageResult } from './stage.js';
+import type { ApiVersionRef, LocalReply, StageContext, StageResult, WafSummary } from './stage.js';
+import type { HandlerContext, ResponseSink, ResponseTranslation, TranslatedRequest } from './translate.js';
 import type { WebSocketTunnels } from './websocket.js';
 
 /** What an exchange needs from the process it runs in. */
@@ -66,6 +67,8 @@ export interface ExchangeHost {
   readonly tracer: Tracer | undefined;
   /** Open WebSockets and their per-route counts (absent: the listener keeps its own). */
   readonly websockets?: WebSocketTunnels;
+  /** Aborted when draining starts (SIGTERM): route handlers end long-lived responses (event streams). */
+  readonly shutdown?: AbortSignal;
 }
 
 /**
@@ -138,6 +141,12 @@ export class Exchange implements StageContext, RouterRequest {
   claims: Readonly<Record<string, unknown>> | undefined = undefined;
   /** Decisions of the route's policies, in the order they ran (see compile/policies.ts); undefined: none ran. */
   decisions: PolicyDecision[] | undefined = undefined;
+  /** The API operation (GraphQL operation name, ...) a stage or translator named: the access log's `operation`. */
+  operation: string | undefined = undefined;
+  /** The API version the route's version stage selected (routes with `api`): the access log's `apiVersion`. */
+  apiVersion: ApiVersionRef | undefined = undefined;
+  /** A `waf` policy's findings (rule ids, anomaly score): the access log's `waf` field. */
+  waf: WafSummary | undefined = undefined;
   requestId = '';
   route: CompiledRoute | undefined = undefined;
   service: UpstreamService | undefined = undefined;
@@ -205,6 +214,18 @@ export class Exchange implements StageContext, RouterRequest {
   #forwarded: string | undefined = undefined;
   #via: string | undefined = undefined;
   #connection: string | undefined = undefined;
+  /** The method sent upstream: the client's, or a translator's. */
+  #upMethod: string;
+  /** A translated request's response side (the route's `translator`); undefined for every other request. */
+  #translation: ResponseTranslation | undefined = undefined;
+  /** Where a translation or a route handler writes the client's response. */
+  #sink: ExchangeSink | undefined = undefined;
+  /** The upstream of a translated request speaks gRPC (its status classifies the attempt). */
+  #upGrpc = false;
+  /** The translation has the upstream response headers: failures after that are its to report. */
+  #translating = false;
+  /** A route handler's signal: aborted when the client goes away. */
+  #handlerAbort: AbortController | undefined = undefined;
 
   constructor(gw: ExchangeHost, listener: ListenerState, req: IncomingMessage, res: ServerResponse) {
     this.gw = gw;
@@ -212,6 +233,7 @@ export class Exchange implements StageContext, RouterRequest {
     this.req = req;
     this.res = res;
     this.method = req.method ?? 'GET';
+    this.#upMethod = this.method;
     this.h2 = req.httpVersionMajor === 2;
     this.timed = gw.onFinish !== undefined;
     if (this.timed) this.startedAt = performance.now();
@@ -343,7 +365,10 @@ export class Exchange implements StageContext, RouterRequest {
       this.#reply(r);
       return;
     }
-    this.#forward(expectContinue);
+    const route = this.route!;
+    if (route.translator !== undefined) this.#translate(expectContinue);
+    else if (route.handler !== undefined) this.#handle(expectContinue);
+    else this.#forward(expectContinue);
   }
 
   /** Splits the request target; accepts origin-form and absolute-form (RFC 9112 §3.2). */
@@ -538,6 +563,247 @@ export class Exchange implements StageContext, RouterRequest {
     }
   }
 
+  // ---- translated routes and route handlers (src/proxy/translate.ts) ----
+
+  /**
+   * Reads the whole request body, at most `limit` bytes; a longer one is answered with 413 body_too_large and the
+   * promise resolves undefined. A body a stage already read (peekBody) is reused; no body is an empty buffer.
+   */
+  #readWhole(limit: number, expectContinue: boolean): Promise<Buffer | undefined> {
+    if (this.#peeked !== undefined) {
+      if (this.#peeked.length <= limit) return Promise.resolve(this.#peeked);
+      this.#localError('body_too_large', `body of ${this.#peeked.length} bytes exceeds ${limit}`);
+      return Promise.resolve(undefined);
+    }
+    if (this.#bodyLength === -1 || this.req.readableEnded) return Promise.resolve(EMPTY);
+    if (this.#bodyLength > limit) {
+      this.#localError('body_too_large', `body of ${this.#bodyLength} bytes exceeds ${limit}`);
+      return Promise.resolve(undefined);
+    }
+    if (expectContinue && !this.#continued && !this.res.headersSent) {
+      this.#continued = true;
+      this.res.writeContinue();
+    }
+    const req = this.req;
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const cleanup = () => {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('error', onError);
+        req.off('close', onError);
+      };
+      const onData = (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > limit) {
+          cleanup();
+          this.#localError('body_too_large', `body exceeds ${limit} bytes`);
+          resolve(undefined);
+          return;
+        }
+        chunks.push(chunk);
+      };
+      const onEnd = () => {
+        cleanup();
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+        this.#peeked = body;
+        resolve(body);
+      };
+      // The client went away mid-body: nothing to answer (clientClosed ends the request).
+      const onError = () => {
+        cleanup();
+        resolve(undefined);
+      };
+      req.on('data', onData);
+      req.on('end', onEnd);
+      req.on('error', onError);
+      req.on('close', onError);
+    });
+  }
+
+  /** A route with a translator: read the body, translate it, then forward as any request (retries and all). */
+  #translate(expectContinue: boolean): void {
+    const route = this.route!;
+    const translator = route.translator!;
+    // Errors are the client's protocol's (problem+json), whatever content type it sent.
+    this.grpc = GRPC_NONE;
+    const limit = Math.min(translator.maxBodyBytes, route.maxBodyBytes);
+    const wants = translator.wantsBody === undefined || translator.wantsBody(this);
+    const body = wants ? this.#readWhole(limit, expectContinue) : Promise.resolve(EMPTY);
+    body
+      .then((b) => {
+        if (b === undefined || this.#done || this.res.headersSent) return;
+        const t = translator.request(this, b);
+        if ('kind' in t) {
+          this.#reply(t);
+          return;
+        }
+        this.#applyTranslation(t);
+        this.#forward(false);
+      })
+      .catch((err) => this.failInternal(err));
+  }
+
+  /** The translated request replaces the client's: method, path, fields, a buffered body. */
+  #applyTranslation(t: TranslatedRequest): void {
+    const route = this.route!;
+    this.#upMethod = t.method;
+    this.upstreamPath = t.path;
+    const out = this.upstreamHeaders;
+    const set = t.headers;
+    const drop = ['content-length', 'transfer-encoding'];
+    if (set !== undefined) for (const name in set) drop.push(name);
+    removeFields(out, drop);
+    if (set !== undefined) {
+      for (const name in set) {
+        const v = set[name];
+        if (v !== null && v !== undefined) out.push(name, v);
+      }
+    }
+    const body = t.body;
+    this.#peeked = body;
+    this.#bodyLength = body.length > 0 ? body.length : -1;
+    if (body.length > 0 || t.method === 'POST' || t.method === 'PUT' || t.method === 'PATCH')
+      out.push('content-length', String(body.length));
+    this.#translation = t.response;
+    this.#sink = new ExchangeSink(this);
+    this.#upGrpc = t.grpc === true;
+    if (t.wholeResponse === true && route.requestTimeout > 0) {
+      this.#wholeCall = true;
+      this.#deadline = route.requestTimeout;
+    }
+    if (this.#upGrpc && this.#wholeCall) out.push('grpc-timeout', formatGrpcTimeout(this.#deadline));
+  }
+
+  /** A route with a handler: it takes the request over after the stages. */
+  #handle(expectContinue: boolean): void {
+    const route = this.route!;
+    this.grpc = GRPC_NONE;
+    const abort = new AbortController();
+    this.#handlerAbort = abort;
+    const sink = new ExchangeSink(this);
+    this.#sink = sink;
+    let service: UpstreamService | undefined;
+    try {
+      service = route.pickService?.(this);
+    } catch (err) {
+      this.failInternal(err);
+      return;
+    }
+    this.service = service;
+    const ctx: HandlerContext = {
+      stage: this,
+      requestId: this.requestId,
+      requestTimeout: route.requestTimeout,
+      maxBodyBytes: route.maxBodyBytes,
+      service,
+      signal: abort.signal,
+      shutdown: this.gw.shutdown,
+      readBody: (limit?: number) =>
+        this.#readWhole(
+          limit === undefined ? route.maxBodyBytes : Math.min(limit, route.maxBodyBytes),
+          expectContinue,
+        ),
+      reply: (r: LocalReply) => {
+        if (!this.res.headersSent && !this.#done) this.#reply(r);
+      },
+      sink,
+      record: (outcome: Outcome, endpoint?: Endpoint) => {
+        this.outcome = outcome;
+        if (endpoint !== undefined) this.endpoint = endpoint;
+      },
+    };
+    try {
+      const r = route.handler!.handle(ctx);
+      if (r instanceof Promise) r.catch((err) => this.failInternal(err));
+    } catch (err) {
+      this.failInternal(err);
+    }
+  }
+
+  /** The sink's writeHead: the gateway's fields and the route's response stages, as for a proxied response. */
+  sinkHead(status: number, fields: Readonly<Record<string, string | number>>): void {
+    const res = this.res;
+    if (res.headersSent || res.destroyed) return;
+    const headers: string[] = [];
+    for (const name in fields) headers.push(name, String(fields[name]));
+    headers.push('x-request-id', this.requestId);
+    if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
+    if (this.attempts > 0 && this.route!.retry.attemptsHeader)
+      headers.push('x-trellis-attempts', String(this.attempts));
+    const stages = this.route!.responseStages;
+    for (let i = 0; i < stages.length; i++) stages[i]!.onResponse(status, headers, this);
+    this.#beforeReply(false);
+    this.status = status;
+    res.writeHead(status, headers);
+  }
+
+  /** The sink's fail: a problem+json reply before the headers, a cut response after them. */
+  sinkFail(
+    code: ErrorCode,
+    detail: string | undefined,
+    status: number | undefined,
+    extra: Readonly<Record<string, unknown>> | undefined,
+    fields: Readonly<Record<string, string>> | undefined,
+  ): void {
+    const res = this.res;
+    if (res.headersSent) {
+      this.errorCode = code;
+      if (!res.writableEnded) res.destroy();
+      return;
+    }
+    if (extra === undefined && fields === undefined) {
+      this.#localError(code, detail, undefined, status);
+      return;
+    }
+    // A problem with members of its own (a gRPC status): the same body and fields as #localError's, and more.
+    this.errorCode = code;
+    const body = JSON.stringify({
+      ...JSON.parse(problemBody(code, detail, this.requestId, status, this.trace?.traceId)),
+      ...extra,
+    });
+    this.sinkHead(status ?? errorCatalog[code].status, {
+      ...fields,
+      'content-type': 'application/problem+json',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+      'x-trellis-error': code,
+    });
+    res.end(this.method === 'HEAD' ? undefined : body);
+  }
+
+  /** Response headers of a translated request's upstream: handed to the translation. */
+  #translatedHeaders(a: Attempt, statusCode: number, raw: Buffer[], resume: () => void): boolean {
+    this.#beforeReply(false);
+    let outcome: Outcome = statusCode >= 500 ? 'http_5xx' : 'success';
+    const fields: Record<string, string> = Object.create(null);
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toString('latin1').toLowerCase();
+      const v = raw[i + 1]!.toString('latin1');
+      const had = fields[name];
+      fields[name] = had === undefined ? v : `${had}, ${v}`;
+    }
+    // A trailers-only gRPC reply carries its status in the headers.
+    const grpcStatus = this.#upGrpc ? fields['grpc-status'] : undefined;
+    if (grpcStatus !== undefined && outcome === 'success' && isGrpcFailure(grpcStatus))
+      outcome = 'grpc_error';
+    this.outcome = outcome;
+    a.outcome = outcome;
+    this.#translating = true;
+    this.res.on('drain', resume);
+    this.#translation!.headers(statusCode, fields, this.#sink!);
+    return true;
+  }
+
+  /** The upstream of a translated request failed after its headers: the translation reports it. */
+  #translationFailed(code: ErrorCode, detail: string): void {
+    const t = this.#translation!;
+    this.#translation = undefined; // once
+    if (this.res.writableEnded || this.res.destroyed) return;
+    t.error(code, detail, this.#sink!);
+  }
+
   // ---- upstream: admission, body, attempts, retries ----
 
   #forward(expectContinue: boolean): void {
@@ -547,7 +813,7 @@ export class Exchange implements StageContext, RouterRequest {
       this.#faulted = true;
       if (this.#injectFault(fault, expectContinue)) return;
     }
-    const service = route.pickService!();
+    const service = route.pickService!(this);
     this.service = service;
     const limit = service.admission.tryRequest();
     if (limit !== undefined) {
@@ -767,7 +1033,7 @@ export class Exchange implements StageContext, RouterRequest {
     ep.pool.dispatch(
       {
         path: this.upstreamPath,
-        method: this.method,
+        method: this.#upMethod,
         headers: out,
         body: this.#replay === EMPTY ? null : (this.#replay ?? this.#stream),
         // The route and per-try timers cover the wait for headers, time in the pool's queue included.
@@ -906,7 +1172,13 @@ export class Exchange implements StageContext, RouterRequest {
     if (this.timed) this.upstreamEndedAt = performance.now();
     const a = this.#attempt;
     const where = this.endpoint?.authority ?? 'upstream';
-    if (this.#wholeCall) {
+    if (this.#translation !== undefined) {
+      const detail = `${where}: no complete response in ${this.#deadline || this.route!.requestTimeout} ms`;
+      if (this.#translating) {
+        this.errorCode = 'upstream_timeout';
+        this.#translationFailed('upstream_timeout', detail);
+      } else this.#localError('upstream_timeout', detail);
+    } else if (this.#wholeCall) {
       const asked =
         this.#grpcTimeout === this.#deadline ? 'grpc-timeout' : 'grpc-timeout capped by the route timeout';
       const detail = `${where}: deadline of ${this.#deadline} ms (${asked}) exceeded`;
@@ -969,6 +1241,7 @@ export class Exchange implements StageContext, RouterRequest {
       }
     }
     if (!this.#wholeCall) clearTimeout(this.#timer);
+    if (this.#translation !== undefined) return this.#translatedHeaders(a, statusCode, rawHeaders, resume);
     const headers = responseHeaders(rawHeaders, this.requestId);
     if (this.#web) webResponseHeaders(headers, this.grpc);
     if (this.gw.viaValue !== '') headers.push('via', this.gw.viaValue);
@@ -1010,6 +1283,7 @@ export class Exchange implements StageContext, RouterRequest {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.#translating) return this.#translation?.data(chunk, this.#sink!) ?? true;
     this.bytesOut += chunk.length;
     const enc = this.#webText;
     if (enc !== undefined) {
@@ -1095,7 +1369,12 @@ export class Exchange implements StageContext, RouterRequest {
   }
 
   attemptComplete(a: Attempt, trailers: Array<Buffer | string> | null): void {
-    if (this.grpc !== GRPC_NONE && trailers !== null && a.outcome === 'success' && !a.discard) {
+    if (
+      (this.grpc !== GRPC_NONE || this.#upGrpc) &&
+      trailers !== null &&
+      a.outcome === 'success' &&
+      !a.discard
+    ) {
       // The one classification of a gRPC call: its status, from the trailers.
       const status = trailerValue(trailers, 'grpc-status');
       if (status !== undefined && isGrpcFailure(status)) {
@@ -1108,6 +1387,13 @@ export class Exchange implements StageContext, RouterRequest {
     if (this.#wholeCall) clearTimeout(this.#timer);
     this.#finishUpstream();
     if (this.timed) this.upstreamEndedAt = performance.now();
+    if (this.#translating) {
+      const t = this.#translation;
+      this.#translation = undefined;
+      if (t !== undefined && !this.res.writableEnded && !this.res.destroyed)
+        t.end(trailers === null ? NO_TRAILERS : trailerRecord(trailers), this.#sink!);
+      return;
+    }
     if (this.#web) {
       this.#endWeb(trailers);
       return;
@@ -1137,6 +1423,15 @@ export class Exchange implements StageContext, RouterRequest {
     if (clientGone) {
       this.outcome = 'client_abort';
       this.#finishUpstream();
+      return;
+    }
+    if (this.#translating) {
+      // The translation had the response headers: it reports the failure in its own format.
+      this.outcome = c.outcome;
+      this.errorCode = te.trellisCode ?? c.code;
+      if (this.#wholeCall) clearTimeout(this.#timer);
+      this.#finishUpstream();
+      this.#translationFailed(te.trellisCode ?? c.code, `${a.ep.authority}: ${err.message}`);
       return;
     }
     if (this.res.headersSent) {
@@ -1216,7 +1511,7 @@ export class Exchange implements StageContext, RouterRequest {
 
   #reply(r: LocalReply): void {
     if (r.kind === 'error') {
-      this.#localError(r.code, r.detail, r.headers);
+      this.#localError(r.code, r.detail, r.headers, undefined, r.extensions);
       return;
     }
     const res = this.res;
@@ -1232,7 +1527,13 @@ export class Exchange implements StageContext, RouterRequest {
     res.end(this.method === 'HEAD' ? undefined : r.body);
   }
 
-  #localError(code: ErrorCode, detail?: string, headers?: Record<string, string>, status?: number): void {
+  #localError(
+    code: ErrorCode,
+    detail?: string,
+    headers?: Record<string, string>,
+    status?: number,
+    extensions?: Readonly<Record<string, unknown>>,
+  ): void {
     const res = this.res;
     if (res.headersSent || res.destroyed) return;
     this.errorCode = code;
@@ -1261,7 +1562,7 @@ export class Exchange implements StageContext, RouterRequest {
         this.trace?.traceId,
         headers,
       );
-    else sendProblem(res, code, detail, this.requestId, headers, status, this.trace?.traceId);
+    else sendProblem(res, code, detail, this.requestId, headers, status, this.trace?.traceId, extensions);
     this.status = res.statusCode;
   }
 
@@ -1328,6 +1629,7 @@ export class Exchange implements StageContext, RouterRequest {
   /** The response closed: finished normally, or the client went away before the end. */
   clientClosed(): void {
     this.#done = true;
+    this.#handlerAbort?.abort();
     clearTimeout(this.#timer);
     this.#cancelRetry();
     if (!this.res.writableFinished) {
@@ -1363,6 +1665,21 @@ export class Exchange implements StageContext, RouterRequest {
 }
 
 const kExchange = Symbol('trellis.exchange');
+/** A translated response's trailers when there were none. */
+const NO_TRAILERS: Readonly<Record<string, string>> = Object.freeze({});
+
+/** Raw trailers as an object, names lower case, repeated names joined with ", ". */
+function trailerRecord(raw: ReadonlyArray<Buffer | string>): Record<string, string> {
+  const out: Record<string, string> = Object.create(null);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString().toLowerCase();
+    const v = raw[i + 1]!.toString();
+    const had = out[name];
+    out[name] = had === undefined ? v : `${had}, ${v}`;
+  }
+  return out;
+}
+
 /** What the tracer reads when a request carries no trace context: nothing. */
 const NO_TRACE_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 type ResWithExchange = ServerResponse & { [kExchange]?: Exchange };
@@ -1669,5 +1986,66 @@ class BodyMeter extends Transform {
   copy(): Buffer | undefined {
     if (!this.#complete || this.#kept === undefined) return undefined;
     return this.#kept.length === 1 ? this.#kept[0]! : Buffer.concat(this.#kept);
+  }
+}
+
+/** The ResponseSink of a translated request or a route handler: the exchange's response, with its accounting. */
+class ExchangeSink implements ResponseSink {
+  readonly #ex: Exchange;
+  constructor(ex: Exchange) {
+    this.#ex = ex;
+  }
+  get headersSent(): boolean {
+    return this.#ex.res.headersSent;
+  }
+  get closed(): boolean {
+    const res = this.#ex.res;
+    return res.writableEnded || res.destroyed;
+  }
+  writeHead(status: number, headers: Readonly<Record<string, string | number>>): void {
+    this.#ex.sinkHead(status, headers);
+  }
+  write(chunk: Buffer | string): boolean {
+    const res = this.#ex.res;
+    if (res.writableEnded || res.destroyed) return true;
+    if (!res.headersSent) this.#ex.sinkHead(200, {});
+    this.#ex.bytesOut += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    return res.write(chunk);
+  }
+  drained(): Promise<void> {
+    const res = this.#ex.res;
+    if (!res.writableNeedDrain || res.destroyed || res.writableEnded) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        res.off('drain', done);
+        res.off('close', done);
+        resolve();
+      };
+      res.on('drain', done);
+      res.on('close', done);
+    });
+  }
+  end(chunk?: Buffer | string): void {
+    const res = this.#ex.res;
+    if (res.writableEnded || res.destroyed) return;
+    if (!res.headersSent) this.#ex.sinkHead(200, {});
+    if (chunk !== undefined)
+      this.#ex.bytesOut += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    res.end(chunk);
+  }
+  get requestId(): string {
+    return this.#ex.requestId;
+  }
+  fail(
+    code: ErrorCode,
+    detail?: string,
+    status?: number,
+    extra?: Readonly<Record<string, unknown>>,
+    headers?: Readonly<Record<string, string>>,
+  ): void {
+    this.#ex.sinkFail(code, detail, status, extra, headers);
+  }
+  noteError(code: ErrorCode): void {
+    this.#ex.errorCode = code;
   }
 }

@@ -19,6 +19,9 @@ import { CloseCode } from './ws-frames.js';
  */
 export class Gateway implements ExchangeHost {
   draining = false;
+  readonly #shutdown = new AbortController();
+  /** Aborted when draining starts: route handlers end long-lived responses (ExchangeHost.shutdown). */
+  readonly shutdown: AbortSignal = this.#shutdown.signal;
   viaValue = '';
   onFinish: ((ex: Exchange) => void) | undefined = undefined;
   metrics: GatewayMetrics | undefined = undefined;
@@ -37,6 +40,7 @@ export class Gateway implements ExchangeHost {
   /** State of policies (counters, caches, connections) carried across reloads by `keep`. */
   readonly #policyStates = new PolicyStates();
   #accessLog: AccessLog | undefined;
+  #accessLogDropped = 0;
   readonly #log: Logger;
 
   readonly #stopEventLog: () => void;
@@ -189,7 +193,20 @@ export class Gateway implements ExchangeHost {
   #swapAccessLog(log: AccessLog | undefined): void {
     const old = this.#accessLog;
     this.#accessLog = log;
-    old?.close().catch(() => {});
+    if (old !== undefined) {
+      // Its count joins the total once its last lines are written (or given up on).
+      old
+        .close()
+        .catch(() => {})
+        .finally(() => {
+          this.#accessLogDropped += old.dropped;
+        });
+    }
+  }
+
+  /** Access log lines lost (queue full behind a slow destination, or a failed write), by every log this had. */
+  get accessLogDropped(): number {
+    return this.#accessLogDropped + (this.#accessLog?.dropped ?? 0);
   }
 
   /** Metrics on, off, or rebuilt when their settings changed (bucket bounds cannot change in place). */
@@ -204,6 +221,7 @@ export class Gateway implements ExchangeHost {
         : new GatewayMetrics(config.metrics, {
             snapshot: () => this.#snapshot,
             spans: () => this.tracer,
+            accessLogDropped: () => this.accessLogDropped,
           });
   }
 
@@ -240,6 +258,7 @@ export class Gateway implements ExchangeHost {
    */
   async drain(deadlineMs: number): Promise<void> {
     this.draining = true;
+    this.#shutdown.abort();
     const listeners = [...this.#listeners.values(), ...this.#retired];
     this.#listeners.clear();
     // Open WebSockets are no longer the HTTP server's: they get 1001 Going Away now, and the servers close

@@ -5,7 +5,14 @@ import type { ClientCertificate } from './client-cert.js';
 
 /** A reply a stage makes instead of going upstream. */
 export type LocalReply =
-  | { kind: 'error'; code: ErrorCode; detail?: string; headers?: Record<string, string> }
+  | {
+      kind: 'error';
+      code: ErrorCode;
+      detail?: string;
+      headers?: Record<string, string>;
+      /** Extra members of the problem+json body (RFC 9457 extensions): an `openapi` policy's `errors` list. */
+      extensions?: Readonly<Record<string, unknown>>;
+    }
   | { kind: 'response'; status: number; headers: Record<string, string | number>; body: string | Buffer };
 
 /**
@@ -57,6 +64,37 @@ export interface StageContext {
   decisions?: PolicyDecision[] | undefined;
   /** The matched route (set before any stage runs): a rate limit keyed by route counts per route name. */
   readonly route: { readonly name: string } | undefined;
+  /**
+   * The API operation the request runs, when a stage or translator knows it (a GraphQL operation name, names of
+   * a batch joined by `,`): the access log's `operation` field. Never a metric label (clients choose it).
+   */
+  operation?: string | undefined;
+  /** The API version the request runs (routes with `api`, src/api/): set by the route's version stage. */
+  apiVersion?: ApiVersionRef | undefined;
+  /** What a `waf` policy found (rule ids and anomaly score, never request data): the access log's `waf` field. */
+  waf?: WafSummary | undefined;
+}
+
+/** A `waf` policy's findings for one request: the access log's `waf` field (src/stages/waf/kind.ts). */
+export interface WafSummary {
+  readonly policy: string;
+  /** `blocked` (refused), `detected` (would have been, in detect mode or shadow), `matched` (scored, let on). */
+  readonly action: 'blocked' | 'detected' | 'matched';
+  /** The inbound anomaly score CRS reached. */
+  readonly score: number;
+  /** The logged rules that matched, in order, at most 16 (`rulesTruncated` when there were more). */
+  readonly rules: readonly number[];
+  readonly rulesTruncated?: true;
+  /** The rule that refused the request (CRS: 949110, the inbound threshold). */
+  readonly blockingRule?: number;
+}
+
+/** What the rest of the gateway knows of a selected API version: names for logs and metrics, and the path segment. */
+export interface ApiVersionRef {
+  readonly api: string;
+  readonly version: string;
+  /** `/v2` when the version was read from the first path segment, else ''. */
+  readonly pathSegment: string;
 }
 
 /** What a stage returns: nothing to continue, a local reply, or a promise of either. Sync stages stay sync. */

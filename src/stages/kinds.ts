@@ -9,10 +9,12 @@ import { authzPolicy } from './authz/kind.js';
 import { basicAuthPolicy } from './basic-auth.js';
 import { corsPolicy } from './cors/cors.js';
 import { extAuthzPolicy } from './ext-authz/kind.js';
+import { graphqlPolicy } from './graphql/kind.js';
 import { introspectionPolicy } from './introspection/kind.js';
 import { ipFilterPolicy } from './ip-filter.js';
 import { jwtPolicy } from './jwt/kind.js';
 import { mtlsPolicy } from './mtls.js';
+import { openApiPolicy } from './openapi/kind.js';
 import type { PolicyKind } from './policy.js';
 import { quotaPolicy } from './rate-limit/quota.js';
 import { rateLimitPolicy } from './rate-limit/rate-limit.js';
@@ -32,4 +34,6 @@ export const policyKinds: readonly PolicyKind<any>[] = [
   extAuthzPolicy,
   introspectionPolicy,
   wafPolicy,
+  graphqlPolicy,
+  openApiPolicy,
 ];

@@ -18,6 +18,8 @@ export const PolicyPhase = {
   authz: 400,
   rateLimit: 500,
   waf: 600,
+  /** Request validation against an API description (openapi): after the WAF, before anything is rewritten. */
+  validate: 650,
   transform: 700,
 } as const;
 
@@ -64,6 +66,8 @@ export interface CompiledPolicy extends PolicyStages {
 /** What `validate` can check beyond the schema: references to consumers, and where to report a problem. */
 export interface PolicyValidateContext {
   readonly consumers: ReadonlySet<string>;
+  /** The config file's folder: relative file names in a policy (an OpenAPI document) are relative to it. */
+  readonly baseDir?: string;
   /** Reports a problem at a path below the policy (`['anonymous']` → `policies[3].anonymous`). */
   issue(path: readonly (string | number)[], message: string): void;
 }
@@ -82,6 +86,13 @@ export interface PolicyKind<C> {
   readonly schema: z.ZodType<C>;
   /** Semantic checks run by `trellis validate` and every load (unknown consumer names, ...). Optional. */
   validate?(config: C, ctx: PolicyValidateContext): void;
+  /**
+   * Makes the file names in its config absolute against `baseDir` (the config file's folder), once when the
+   * config has loaded and validated, so that they mean the same from whichever folder the gateway runs (and
+   * `compile` reads them as given). `validate` sees them as written, with `ctx.baseDir`, so its messages name
+   * them as the user did. Optional: for kinds that read files (an OpenAPI document, a persisted-query manifest).
+   */
+  resolvePaths?(config: C, baseDir: string): C;
   compile(config: C, ctx: PolicyCompileContext): PolicyStages;
 }
 
