@@ -5,8 +5,11 @@
  */
 
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { formatConfigErrors, loadConfigFile } from '../src/config/index.js';
 import type { ConfigInput } from '../src/config/schema.js';
 import { CRS_PATH } from '../src/stages/waf/kind.js';
 import { loadRe2 } from '../src/stages/waf/regex.js';
@@ -211,6 +214,73 @@ describe.skipIf(!hasCrs)('waf policy with the OWASP CRS', () => {
     expect(e.policy).toBe('waf');
     expect(e.ruleIds).toContain(942100);
     expect(JSON.stringify(e)).not.toContain("OR '1'");
+  });
+
+  test('the access log of a blocked request names the matched rules and score, never the matched data', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'trellis-waf-')), 'access.log');
+    const up = await t.upstream();
+    const gw = await t.gateway({
+      ...simpleConfig(up.url, [{ name: 'api', backends: [{ service: 'svc' }], policies: ['crs'] }]),
+      policies: [{ name: 'crs', type: 'waf', rules: 'crs' }],
+      accessLog: { output: file },
+    } as ConfigInput);
+    const attack = "1' OR '1'='1";
+    const blocked = await fetch(`${gw.url}/items?id=${encodeURIComponent(attack)}`, { headers: UA });
+    expect(blocked.status).toBe(403);
+    await blocked.text();
+    const base = gw.url.replace('127.0.0.1', 'localhost');
+    await (await fetch(`${base}/items?id=42`, { headers: UA })).text();
+    await gw.close();
+    const text = readFileSync(file, 'utf8');
+    const [first, second] = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(first.code).toBe('waf_blocked');
+    expect(first.waf).toMatchObject({ policy: 'crs', action: 'blocked', blockingRule: 949110 });
+    expect(first.waf.rules).toContain(942100);
+    expect(first.waf.rules).toContain(949110);
+    expect(first.waf.rules.length).toBeLessThanOrEqual(16);
+    expect(first.waf.score).toBeGreaterThanOrEqual(5);
+    expect(text).not.toContain("OR '1'");
+    expect(text).not.toContain('%27');
+    // A request no rule matched has no waf field.
+    expect(second.status).toBe(200);
+    expect(second).not.toHaveProperty('waf');
+  });
+
+  test('validate names each unsupported directive, operator, transformation and action by file and line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-waf-'));
+    writeFileSync(
+      join(dir, 'mine.conf'),
+      [
+        '# my rules',
+        'SecRule ARGS "@rx ^ok$" "id:10001,phase:2,pass,nolog"',
+        'SecFrobnicate On',
+        'SecRule ARGS "@nope x" "id:10002,phase:2,deny"',
+        'SecRule ARGS "@rx x" "id:10003,phase:2,deny,t:rot13,bogus:1"',
+      ].join('\n'),
+    );
+    const file = join(dir, 'trellis.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        listeners: [{ name: 'public', port: 8080 }],
+        services: [{ name: 'svc', endpoints: ['http://127.0.0.1:3000'] }],
+        routes: [{ name: 'r', backends: [{ service: 'svc' }], policies: ['mine'] }],
+        policies: [{ name: 'mine', type: 'waf', rules: 'none', ruleFiles: [join(dir, 'mine.conf')] }],
+      }),
+    );
+    // What `trellis validate FILE` runs and prints.
+    const r = await loadConfigFile(file);
+    expect(r.ok).toBe(false);
+    const text = r.ok ? '' : formatConfigErrors(r.errors);
+    const conf = join(dir, 'mine.conf');
+    expect(text).toContain(`${conf}:3: unsupported directive SecFrobnicate`);
+    expect(text).toContain(`${conf}:4: unsupported operator @nope`);
+    expect(text).toContain(`${conf}:5: unsupported transformation rot13`);
+    expect(text).toContain(`${conf}:5: unsupported action bogus`);
+    expect(text).not.toContain(`${conf}:2:`);
   });
 
   test.skipIf(loadRe2() === null)(

@@ -12,7 +12,7 @@ import { BlockList, isIP } from 'node:net';
 import { detectSqli } from './detect-sqli.js';
 import { detectXss } from './detect-xss.js';
 import { PhraseMatcher } from './pm.js';
-import { compileRegex, type RuleRegex } from './regex.js';
+import { compileRegex, RegexSetBuilder, type RegexSetMatcher, type RuleRegex } from './regex.js';
 import { type Entry, type ParsedBody, parseCookies, parseUrlEncoded, type WafInput } from './request.js';
 import { EMPTY_VARIABLES } from './seclang/catalog.js';
 import type { SourceIssue } from './seclang/lexer.js';
@@ -25,7 +25,7 @@ import {
   type RuleSet,
   type VariableRef,
 } from './seclang/parse.js';
-import { TRANSFORMS, type Transform } from './transforms.js';
+import { remembered, TRANSFORMS, type Transform } from './transforms.js';
 
 export type EngineMode = 'On' | 'DetectionOnly' | 'Off';
 
@@ -112,12 +112,23 @@ function ipList(entries: readonly string[]): BlockList {
   return list;
 }
 
+// Pure, and run on every argument: the answers for values seen lately are kept (bounded, see remembered).
+const sqliOf = remembered(detectSqli, 4096, 256);
+const xssOf = remembered(detectXss, 4096, 256);
+
 interface OperatorBuild {
   readonly op: Operator;
   readonly engine?: 're2' | 'v8';
+  /** An `@rx` in the rule set's RE2.Set: its index there. */
+  readonly setIndex?: number;
 }
 
-function compileOperator(o: OperatorRef, capture: boolean, trusted: boolean): OperatorBuild | string {
+function compileOperator(
+  o: OperatorRef,
+  capture: boolean,
+  trusted: boolean,
+  rx: RegexSetBuilder,
+): OperatorBuild | string {
   const arg = o.arg;
   const macro = arg.indexOf('%{') >= 0 ? compileMacro(arg) : undefined;
   const argOf = macro === undefined ? () => arg : (tx: Transaction, r: CompiledRule) => macro(tx, r);
@@ -126,13 +137,36 @@ function compileOperator(o: OperatorRef, capture: boolean, trusted: boolean): Op
       const c = compileRegex(arg, trusted);
       if (!c.ok) return `@rx: ${c.error}`;
       const re: RuleRegex = c.re;
-      if (!capture) return { op: (v) => re.test(v), engine: c.engine };
+      if (c.re2Source === undefined) {
+        if (!capture) return { op: (v) => re.test(v), engine: c.engine };
+        return {
+          engine: c.engine,
+          op: (v, tx) => {
+            const m = re.exec(v);
+            if (m === null) return false;
+            tx.setCaptures(m);
+            return true;
+          },
+        };
+      }
+      // RE2: the rule set's RE2.Set answers for every pattern at once (null: it could not, ask the regex).
+      const idx = rx.add(c.re2Source);
+      if (!capture)
+        return {
+          engine: c.engine,
+          setIndex: idx,
+          op: (v, tx) => {
+            const hits = tx.regexHits(v);
+            return hits === null ? re.test(v) : hits.includes(idx);
+          },
+        };
       return {
         engine: c.engine,
+        setIndex: idx,
         op: (v, tx) => {
-          const m = re.exec(v);
-          if (m === null) return false;
-          tx.setCaptures(m);
+          const hits = tx.regexHits(v);
+          if (hits === null ? !re.test(v) : !hits.includes(idx)) return false;
+          tx.captureLater(re, v);
           return true;
         },
       };
@@ -202,10 +236,16 @@ function compileOperator(o: OperatorRef, capture: boolean, trusted: boolean): Op
       } catch (err) {
         return (err as Error).message;
       }
+      // The same address comes again and again (REMOTE_ADDR): the last answer is kept.
+      let last: string | undefined;
+      let lastHit = false;
       return {
         op: (v) => {
+          if (v === last) return lastHit;
           const fam = isIP(v);
-          return fam !== 0 && list.check(v, fam === 4 ? 'ipv4' : 'ipv6');
+          lastHit = fam !== 0 && list.check(v, fam === 4 ? 'ipv4' : 'ipv6');
+          last = v;
+          return lastHit;
         },
       };
     }
@@ -235,14 +275,14 @@ function compileOperator(o: OperatorRef, capture: boolean, trusted: boolean): Op
     case 'detectSQLi':
       return {
         op: (v, tx) => {
-          const r = detectSqli(v);
+          const r = sqliOf(v);
           if (r === undefined) return false;
           if (capture) tx.setCaptures([r.fingerprint]);
           return true;
         },
       };
     case 'detectXSS':
-      return { op: (v) => detectXss(v) };
+      return { op: (v) => xssOf(v) };
     case 'unconditionalMatch':
       return { op: () => true };
     case 'noMatch':
@@ -341,7 +381,75 @@ function compileCtl(s: string): Ctl | string | undefined {
 
 interface Target {
   readonly ref: VariableRef;
+  readonly name: string;
+  readonly key: string | undefined;
   readonly keyRegex: RegExp | undefined;
+  readonly count: boolean;
+  /** `TX:name` / `&TX:name`: the name (read straight from the map). */
+  readonly txKey: string | undefined;
+  /** `TX:name`, the variable name a match reports. */
+  readonly txName: string;
+  /** The rule has `!` exclusions on this collection. */
+  readonly excludable: boolean;
+  /** The collection's index in a transaction's per-request cache; -1 for the ones rules change (TX, MATCHED_*). */
+  readonly slot: number;
+}
+
+/** Collections whose values change while rules run: read afresh each time. */
+function isDynamic(name: string): boolean {
+  return (
+    name === 'TX' ||
+    name === 'IP' ||
+    name === 'GLOBAL' ||
+    name === 'SESSION' ||
+    name === 'USER' ||
+    name === 'RESOURCE' ||
+    name.startsWith('MATCHED')
+  );
+}
+
+// Collection name → cache slot, shared by every rule set (bounded by the variables SecLang has).
+const SLOTS = new Map<string, number>();
+/** Per slot: the collection does not depend on the request body (kept when the body arrives). */
+const BEFORE_BODY: boolean[] = [];
+
+/** Collections read from the request line and headers only. */
+const HEAD_ONLY = new Set([
+  'REQUEST_HEADERS',
+  'REQUEST_HEADERS_NAMES',
+  'REQUEST_COOKIES',
+  'REQUEST_COOKIES_NAMES',
+  'REQUEST_URI',
+  'REQUEST_URI_RAW',
+  'REQUEST_FILENAME',
+  'REQUEST_BASENAME',
+  'REQUEST_LINE',
+  'REQUEST_METHOD',
+  'REQUEST_PROTOCOL',
+  'QUERY_STRING',
+  'ARGS_GET',
+  'ARGS_GET_NAMES',
+  'REMOTE_ADDR',
+]);
+
+function target(ref: VariableRef, all: readonly VariableRef[]): Target {
+  let slot = -1;
+  if (!isDynamic(ref.name)) {
+    slot = SLOTS.get(ref.name) ?? SLOTS.size;
+    SLOTS.set(ref.name, slot);
+    BEFORE_BODY[slot] = HEAD_ONLY.has(ref.name);
+  }
+  return {
+    ref,
+    name: ref.name,
+    key: ref.key,
+    keyRegex: keyTest(ref),
+    count: ref.count,
+    txKey: ref.name === 'TX' ? ref.key : undefined,
+    txName: `TX:${ref.key}`,
+    excludable: all.some((x) => x.exclude && x.name === ref.name),
+    slot,
+  };
 }
 
 export interface CompiledRule {
@@ -354,7 +462,14 @@ export interface CompiledRule {
   readonly targets: readonly Target[];
   readonly exclusions: readonly Target[];
   readonly transforms: readonly Transform[];
+  /** The transformation chain's index in the rule set (rules with the same chain share it), -1 for none. */
+  readonly chainId: number;
   readonly op: Operator;
+  /**
+   * A non-negated `@rx` in the rule set's RE2.Set: its index there (else -1). Such a rule cannot match when no
+   * value of its collections hits the pattern, which the transaction knows per collection and chain.
+   */
+  readonly setIndex: number;
   readonly negated: boolean;
   readonly setvars: readonly SetVar[];
   readonly ctls: readonly Ctl[];
@@ -378,10 +493,30 @@ function keyTest(ref: VariableRef): RegExp | undefined {
   }
 }
 
-function compileRule(ast: RuleAst, trusted: boolean, problems: SourceIssue[]): CompiledRule | undefined {
-  const at = (message: string) => problems.push({ file: ast.file, line: ast.line, message });
+interface CompileContext {
+  readonly trusted: boolean;
+  readonly problems: SourceIssue[];
+  readonly rx: RegexSetBuilder;
+  /** `file:line` of the patterns that run on V8. */
+  readonly v8Patterns: string[];
+  /** Transformation chains by their names (`lowercase,urlDecodeUni`) → index. */
+  readonly chains: Map<string, number>;
+}
+
+function internChain(chains: Map<string, number>, key: string): number {
+  let id = chains.get(key);
+  if (id === undefined) {
+    id = chains.size;
+    chains.set(key, id);
+  }
+  return id;
+}
+
+function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined {
+  const at = (message: string) => cc.problems.push({ file: ast.file, line: ast.line, message });
   const all: ActionRef[] = [...ast.defaults, ...ast.actions];
   let transforms: Transform[] = [];
+  let chainNames: string[] = [];
   const setvars: SetVar[] = [];
   const ctls: Ctl[] = [];
   let disruptive: CompiledRule['disruptive'];
@@ -397,9 +532,13 @@ function compileRule(ast: RuleAst, trusted: boolean, problems: SourceIssue[]): C
     const fromDefault = i < nDefaults;
     switch (a.name) {
       case 't':
-        if (a.value === 'none') transforms = [];
-        else if (a.value !== undefined && TRANSFORMS[a.value] !== undefined)
+        if (a.value === 'none') {
+          transforms = [];
+          chainNames = [];
+        } else if (a.value !== undefined && TRANSFORMS[a.value] !== undefined) {
           transforms.push(TRANSFORMS[a.value]!);
+          chainNames.push(a.value);
+        }
         break;
       case 'deny':
       case 'drop':
@@ -450,19 +589,20 @@ function compileRule(ast: RuleAst, trusted: boolean, problems: SourceIssue[]): C
   });
   // `block`, or no disruptive action at all: the phase's default (CRS sets pass).
   if (disruptive === undefined) disruptive = defaultDisruptive;
-  const built = compileOperator(ast.operator, capture, trusted);
+  const built = compileOperator(ast.operator, capture, cc.trusted, cc.rx);
   if (typeof built === 'string') {
     at(built);
     return undefined;
   }
   let chain: CompiledRule | undefined;
   if (ast.chain !== undefined) {
-    chain = compileRule({ ...ast.chain, defaults: [] }, trusted, problems);
+    chain = compileRule({ ...ast.chain, defaults: [] }, cc);
     if (chain === undefined) return undefined;
   }
+  if (built.engine === 'v8') cc.v8Patterns.push(`${ast.file}:${ast.line}`);
   const targets: Target[] = [];
   const exclusions: Target[] = [];
-  for (const ref of ast.variables) (ref.exclude ? exclusions : targets).push({ ref, keyRegex: keyTest(ref) });
+  for (const ref of ast.variables) (ref.exclude ? exclusions : targets).push(target(ref, ast.variables));
   return {
     id: ast.id,
     phase: ast.phase,
@@ -473,7 +613,9 @@ function compileRule(ast: RuleAst, trusted: boolean, problems: SourceIssue[]): C
     targets,
     exclusions,
     transforms,
+    chainId: transforms.length === 0 ? -1 : internChain(cc.chains, chainNames.join(',')),
     op: built.op,
+    setIndex: built.setIndex !== undefined && !ast.operator.negated ? built.setIndex : -1,
     negated: ast.operator.negated,
     setvars,
     ctls,
@@ -497,13 +639,23 @@ export interface CompiledRuleSet {
   readonly v8Patterns: readonly string[];
   readonly problems: readonly SourceIssue[];
   readonly engine: EngineMode | undefined;
+  /** Every RE2 `@rx` pattern of the set in one automaton (undefined without RE2). */
+  readonly regexSet: RegexSetMatcher | undefined;
+  /** Distinct transformation chains (CompiledRule.chainId < chainCount). */
+  readonly chainCount: number;
 }
 
 /** Compiles phases 1 and 2 (response phases are parsed and validated, never run). */
-export function compileRuleSet(set: RuleSet, trustedFiles: (file: string) => boolean): CompiledRuleSet {
+export function compileRuleSet(
+  set: RuleSet,
+  trustedFiles: (file: string) => boolean,
+  options: { readonly regexSet?: boolean } = {},
+): CompiledRuleSet {
   const problems: SourceIssue[] = [];
   const phases: PhaseEntry[][] = [[], [], []];
   const v8Patterns: string[] = [];
+  const rx = new RegexSetBuilder();
+  const chains = new Map<string, number>();
   let ruleCount = 0;
   for (const it of set.items) {
     if (it.kind === 'marker') {
@@ -512,14 +664,8 @@ export function compileRuleSet(set: RuleSet, trustedFiles: (file: string) => boo
       phases[2]!.push({ marker: it.name });
       continue;
     }
-    const r = compileRule(it.rule, trustedFiles(it.rule.file), problems);
+    const r = compileRule(it.rule, { trusted: trustedFiles(it.rule.file), problems, rx, v8Patterns, chains });
     if (r === undefined) continue;
-    for (let l: RuleAst | undefined = it.rule; l !== undefined; l = l.chain) {
-      if (l.operator.name === 'rx') {
-        const c = compileRegex(l.operator.arg, true);
-        if (c.ok && c.engine === 'v8') v8Patterns.push(`${l.file}:${l.line}`);
-      }
-    }
     if (r.phase === 1 || r.phase === 2) {
       phases[r.phase]!.push(r);
       ruleCount++;
@@ -539,10 +685,51 @@ export function compileRuleSet(set: RuleSet, trustedFiles: (file: string) => boo
       e.skipTo = j;
     });
   }
-  return { phases, ruleCount, v8Patterns, problems, engine: set.engine };
+  return {
+    phases,
+    ruleCount,
+    v8Patterns,
+    problems,
+    engine: set.engine,
+    // Without the set (tests compare both), each rule runs its own regex.
+    regexSet: options.regexSet === false ? undefined : rx.matcher(),
+    chainCount: chains.size,
+  };
 }
 
 // ---------- per request ----------
+
+/** A target entry: `key` as rules name it (`ARGS:q`), `raw` as received, `lkey` lowercased for selectors. */
+class Named implements Entry {
+  readonly key: string;
+  readonly raw: string;
+  readonly lkey: string;
+  readonly value: string;
+  /**
+   * Work done on this value for this request, by transformation chain (CompiledRule.chainId): the transformed
+   * value, and the rule set's regex hits on it (index chainId + 1; 0 for the value as is).
+   */
+  transformed: (string | undefined)[] | undefined = undefined;
+  hits: (readonly number[] | null | undefined)[] | undefined = undefined;
+
+  constructor(name: string, x: Entry) {
+    this.key = x.key === '' ? name : `${name}:${x.key}`;
+    this.raw = x.key;
+    this.lkey = x.key.toLowerCase();
+    this.value = x.value;
+  }
+}
+
+const NO_TARGET: readonly (readonly Entry[])[] = [[{ key: '', value: '' }]];
+const NO_NAMED: readonly Named[] = [];
+const NO_BITS = new Uint8Array(0);
+/** A collection without values: no pattern hit. */
+const UNION_EMPTY = -1;
+/** The set could not answer for some value: every rule runs. */
+const UNION_UNKNOWN = -2;
+const TX_COUNT_0: readonly Entry[] = [{ key: '&TX', value: '0' }];
+const TX_COUNT_1: readonly Entry[] = [{ key: '&TX', value: '1' }];
+const DIGITS = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
 
 export interface MatchedRule {
   readonly id: number;
@@ -559,8 +746,35 @@ export class Transaction {
   readonly input: WafInput;
   readonly #rules: CompiledRuleSet;
   readonly #tx = new Map<string, string>();
+  #pendingCapture: { readonly re: RuleRegex; readonly v: string } | undefined;
+  /** TX as targets, until TX next changes. */
+  #txNamed: readonly Named[] | undefined;
   readonly #ip = new Map<string, string>();
   readonly #cache = new Map<string, Entry[]>();
+  /** Target entries per collection slot (see Target.slot), for this request. */
+  #namedCache: (readonly Named[] | undefined)[] = [];
+  /** The target entry the running operator reads, and the slot of its transformed form (see Named.hits). */
+  #current: Named | undefined;
+  #currentSlot = 0;
+  /**
+   * Per collection slot and chain (chainId + 1): where the row of the set's patterns any of its values hits
+   * starts in #unionBits (one byte per pattern), or UNION_EMPTY / UNION_UNKNOWN.
+   */
+  #unions: ((number | undefined)[] | undefined)[] = [];
+  #unionBits = NO_BITS;
+  #unionUsed = 0;
+
+  /** A zeroed row of `size` bytes in #unionBits (grown by doubling: a few allocations per request at most). */
+  #unionRow(size: number): number {
+    if (this.#unionUsed + size > this.#unionBits.length) {
+      const grown = new Uint8Array(Math.max(size * 64, this.#unionBits.length * 2));
+      grown.set(this.#unionBits);
+      this.#unionBits = grown;
+    }
+    const at = this.#unionUsed;
+    this.#unionUsed += size;
+    return at;
+  }
   #body: ParsedBody | undefined;
   engine: EngineMode;
   #removed: ((r: CompiledRule) => boolean)[] | undefined;
@@ -585,7 +799,7 @@ export class Transaction {
   }
 
   get(name: string): string | undefined {
-    return this.#tx.get(name.toLowerCase());
+    return this.#vars().get(name.toLowerCase());
   }
 
   setEngine(e: EngineMode): void {
@@ -602,23 +816,67 @@ export class Transaction {
 
   setBody(body: ParsedBody): void {
     this.#body = body;
-    for (const k of ['ARGS', 'ARGS_NAMES', 'ARGS_POST', 'ARGS_POST_NAMES', 'ARGS_COMBINED_SIZE'])
-      this.#cache.delete(k);
+    // What depends on the body (ARGS, REQUEST_BODY, FILES, REQBODY_*) is read again; the rest keeps its entries
+    // (and their transformed values and regex hits).
+    for (const name of [...this.#cache.keys()]) if (!HEAD_ONLY.has(name)) this.#cache.delete(name);
+    for (let slot = 0; slot < this.#namedCache.length; slot++) {
+      if (BEFORE_BODY[slot] === true) continue;
+      this.#namedCache[slot] = undefined;
+      this.#unions[slot] = undefined;
+    }
+  }
+
+  /**
+   * The indexes of the rule set's RE2 patterns that match `v`, the value the current rule's operator runs on (one
+   * native call for all the patterns), or null when the set cannot answer.
+   */
+  regexHits(v: string): readonly number[] | null {
+    const set = this.#rules.regexSet;
+    if (set === undefined) return null;
+    const cur = this.#current;
+    const slot = this.#currentSlot;
+    const known = cur?.hits?.[slot];
+    if (known !== undefined) return known;
+    // Short values (names, header values) go through the rule set's bounded cache, shared by requests.
+    const hits = set.match(v);
+    if (cur !== undefined) (cur.hits ??= [])[slot] = hits;
+    return hits;
   }
 
   setCaptures(m: ArrayLike<string | undefined>): void {
+    this.#pendingCapture = undefined;
+    this.#txNamed = undefined;
     for (let i = 0; i < 10; i++) {
       const v = m[i];
-      if (v !== undefined) this.#tx.set(String(i), v);
-      else this.#tx.delete(String(i));
+      if (v !== undefined) this.#tx.set(DIGITS[i]!, v);
+      else this.#tx.delete(DIGITS[i]!);
     }
+  }
+
+  /**
+   * `capture` of a regex that matched `v`: TX:0-9 are filled when next read (most are never read: a negated
+   * rule's match, a rule whose chain stops first), so the capturing exec runs only then.
+   */
+  captureLater(re: RuleRegex, v: string): void {
+    this.#pendingCapture = { re, v };
+  }
+
+  /** The TX collection, with captures pending from the last capturing rule written in. */
+  #vars(): Map<string, string> {
+    const p = this.#pendingCapture;
+    if (p !== undefined) {
+      this.#pendingCapture = undefined;
+      const m = p.re.exec(p.v);
+      if (m !== null) this.setCaptures(m);
+    }
+    return this.#tx;
   }
 
   /** `%{tx.foo}`, `%{MATCHED_VAR}`, `%{rule.id}`, `%{request_headers.host}`. */
   macroValue(collection: string, key: string | undefined, rule: CompiledRule): string {
     switch (collection) {
       case 'TX':
-        return this.#tx.get(key ?? '') ?? '';
+        return this.#vars().get(key ?? '') ?? '';
       case 'IP':
       case 'GLOBAL':
       case 'SESSION':
@@ -654,7 +912,7 @@ export class Transaction {
     let e = this.#cache.get(name);
     if (e !== undefined) return e;
     e = this.#build(name);
-    if (name !== 'TX' && name !== 'IP' && !name.startsWith('MATCHED')) this.#cache.set(name, e);
+    if (!isDynamic(name)) this.#cache.set(name, e);
     return e;
   }
 
@@ -730,7 +988,7 @@ export class Transaction {
       case 'REQBODY_ERROR_MSG':
         return one(this.#body?.error ?? '');
       case 'TX':
-        return [...this.#tx].map(([key, value]) => ({ key, value }));
+        return [...this.#vars()].map(([key, value]) => ({ key, value }));
       case 'IP':
       case 'GLOBAL':
       case 'SESSION': {
@@ -761,52 +1019,88 @@ export class Transaction {
     }
   }
 
-  #targetsOf(rule: CompiledRule): Entry[] {
-    const out: Entry[] = [];
+  /** The rule's targets: lists of entries (a collection's own list when nothing is filtered out). */
+  #targetsOf(rule: CompiledRule): readonly (readonly Entry[])[] {
+    const out: (readonly Entry[])[] = [];
     let extra: VariableRef[] | undefined;
     if (this.#removedTargets !== undefined) {
       for (const rt of this.#removedTargets)
         if (rule.id !== 0 && rt.select(rule)) (extra ??= []).push(...rt.vars);
     }
-    for (const t of rule.targets) {
-      const ref = t.ref;
-      if (ref.name === 'TX' && ref.key !== undefined && extra === undefined && rule.exclusions.length === 0) {
+    const targets = rule.targets;
+    const plain = extra === undefined && rule.exclusions.length === 0;
+    for (let ti = 0; ti < targets.length; ti++) {
+      const t = targets[ti]!;
+      if (t.txKey !== undefined && plain) {
         // The common CRS read (TX:paranoia_level, &TX:x): a map lookup, no collection built.
-        const v = this.#tx.get(ref.key);
-        if (ref.count) out.push({ key: '&TX', value: v === undefined ? '0' : '1' });
-        else if (v !== undefined) out.push({ key: `TX:${ref.key}`, value: v });
+        const v = this.#vars().get(t.txKey);
+        if (t.count) out.push(v === undefined ? TX_COUNT_0 : TX_COUNT_1);
+        else if (v !== undefined) out.push([{ key: t.txName, value: v }]);
         continue;
       }
-      const all = this.collection(ref.name);
-      let sel: Entry[] = all;
-      if (ref.key !== undefined) sel = all.filter((x) => x.key.toLowerCase() === ref.key);
-      else if (t.keyRegex !== undefined) sel = all.filter((x) => t.keyRegex!.test(x.key));
-      if (rule.exclusions.length > 0 || extra !== undefined)
-        sel = sel.filter((x) => !this.#excluded(rule, ref.name, x, extra));
-      if (ref.count) {
-        out.push({ key: `&${ref.name}`, value: String(sel.length) });
+      if (t.name === 'TX' && t.keyRegex !== undefined && plain && !t.count) {
+        // `TX:/^HEADER_NAME_/` right after setvars changed TX: the matching variables, without building TX whole.
+        const re = t.keyRegex;
+        let sel: Entry[] | undefined;
+        for (const [key, value] of this.#vars())
+          if (re.test(key)) (sel ??= []).push({ key: `TX:${key}`, value });
+        if (sel !== undefined) out.push(sel);
         continue;
       }
-      const prefix = ref.name;
-      for (const x of sel) out.push({ key: x.key === '' ? prefix : `${prefix}:${x.key}`, value: x.value });
+      const all = this.#named(t);
+      if (all.length === 0 && !t.count) continue;
+      let sel: readonly Named[] = all;
+      const key = t.key;
+      if (key !== undefined) sel = all.filter((x) => x.lkey === key);
+      else if (t.keyRegex !== undefined) sel = all.filter((x) => t.keyRegex!.test(x.raw));
+      if (extra !== undefined || t.excludable)
+        sel = sel.filter((x) => !this.#excluded(rule, t.name, x, extra));
+      if (t.count) {
+        out.push([{ key: `&${t.name}`, value: String(sel.length) }]);
+        continue;
+      }
+      if (sel.length > 0) out.push(sel);
     }
     return out;
   }
 
-  #excluded(rule: CompiledRule, name: string, x: Entry, extra: VariableRef[] | undefined): boolean {
-    const key = x.key.toLowerCase();
+  /**
+   * A collection's entries as targets (`ARGS:name` keys, lowercased raw keys for selectors and exclusions), built
+   * once per request for the collections that do not change while rules run.
+   */
+  #named(t: Target): readonly Named[] {
+    let n = t.slot < 0 ? undefined : this.#namedCache[t.slot];
+    if (n !== undefined) return n;
+    if (t.name === 'TX') {
+      // Read whole (`TX:/^MSC_/`, `TX:/.../`) by several rules: kept until the next setvar or capture.
+      this.#vars();
+      this.#txNamed ??= this.#toNamed('TX', this.collection('TX'));
+      return this.#txNamed;
+    }
+    n = this.#toNamed(t.name, this.collection(t.name));
+    if (t.slot >= 0) this.#namedCache[t.slot] = n;
+    return n;
+  }
+
+  #toNamed(name: string, all: readonly Entry[]): readonly Named[] {
+    if (all.length === 0) return NO_NAMED;
+    return all.map((x) => new Named(name, x));
+  }
+
+  #excluded(rule: CompiledRule, name: string, x: Named, extra: VariableRef[] | undefined): boolean {
+    const key = x.lkey;
     for (const e of rule.exclusions) {
       if (e.ref.name !== name) continue;
       if (e.ref.key === undefined && e.keyRegex === undefined) return true;
       if (e.ref.key !== undefined && e.ref.key === key) return true;
-      if (e.keyRegex?.test(x.key)) return true;
+      if (e.keyRegex?.test(x.raw)) return true;
     }
     if (extra !== undefined) {
       for (const e of extra) {
         if (e.name !== name) continue;
         if (e.key === undefined && e.keyRegex === undefined) return true;
         if (e.key === key) return true;
-        if (e.keyRegex !== undefined && new RegExp(e.keyRegex, 'i').test(x.key)) return true;
+        if (e.keyRegex !== undefined && new RegExp(e.keyRegex, 'i').test(x.raw)) return true;
       }
     }
     return false;
@@ -815,8 +1109,9 @@ export class Transaction {
   #runActions(rule: CompiledRule): void {
     for (const sv of rule.setvars) {
       const name = sv.name(this, rule).toLowerCase();
-      const map = sv.collection === 'TX' ? this.#tx : this.#ip;
+      const map = sv.collection === 'TX' ? this.#vars() : this.#ip;
       const k = sv.collection === 'TX' ? name : `${sv.collection}.${name}`;
+      if (sv.collection === 'TX') this.#txNamed = undefined;
       if (sv.op === 'delete') {
         map.delete(k);
         continue;
@@ -832,25 +1127,88 @@ export class Transaction {
   }
 
   /** One link: true when any target matched. Non-disruptive actions run per match on the last link. */
+  /**
+   * `t`'s value through the rule's transformations. CRS runs the same chains on the same values many times: a
+   * value keeps its transformed forms (and their regex hits, see regexHits) for the request.
+   */
+  #transform(t: Entry, rule: CompiledRule): string {
+    const cid = rule.chainId;
+    const named = t instanceof Named ? t : undefined;
+    let v = t.value;
+    if (cid >= 0) {
+      const memo = named === undefined ? undefined : (named.transformed ??= []);
+      const done = memo?.[cid];
+      if (done !== undefined) v = done;
+      else {
+        const transforms = rule.transforms;
+        for (let i = 0; i < transforms.length; i++) v = transforms[i]!(v);
+        if (memo !== undefined) memo[cid] = v;
+      }
+    }
+    this.#current = named;
+    this.#currentSlot = v === t.value ? 0 : cid + 1;
+    return v;
+  }
+
+  /**
+   * A non-negated `@rx` whose pattern no value of its collections hits (after its transformations) cannot
+   * match: one check per collection instead of one per value. The patterns each collection's values hit are
+   * gathered once per chain and request (the values' hits are kept for the rules that do run).
+   */
+  #cannotMatch(rule: CompiledRule): boolean {
+    const set = this.#rules.regexSet;
+    if (rule.setIndex < 0 || set === undefined) return false;
+    const targets = rule.targets;
+    if (targets.length === 0) return false;
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]!;
+      if (t.slot < 0 || t.count) return false;
+      const perChain = (this.#unions[t.slot] ??= []);
+      let at = perChain[rule.chainId + 1];
+      if (at === undefined) {
+        const all = this.#named(t);
+        at = all.length === 0 ? UNION_EMPTY : this.#unionRow(set.size);
+        for (const e of all) {
+          const hits = this.regexHits(this.#transform(e, rule));
+          this.#current = undefined;
+          if (hits === null) {
+            at = UNION_UNKNOWN;
+            break;
+          }
+          const bits = this.#unionBits;
+          for (let h = 0; h < hits.length; h++) bits[at + hits[h]!] = 1;
+        }
+        perChain[rule.chainId + 1] = at;
+      }
+      if (at === UNION_UNKNOWN || (at !== UNION_EMPTY && this.#unionBits[at + rule.setIndex] === 1))
+        return false;
+    }
+    return true;
+  }
+
   #evalLink(rule: CompiledRule, last: boolean): boolean {
+    if (this.#cannotMatch(rule)) return false;
     let matched = false;
-    const targets = rule.targets.length === 0 ? [{ key: '', value: '' }] : this.#targetsOf(rule);
-    const transforms = rule.transforms;
-    for (const t of targets) {
-      let v = t.value;
-      for (let i = 0; i < transforms.length; i++) v = transforms[i]!(v);
-      if (rule.op(v, this, rule) === rule.negated) continue;
-      matched = true;
-      this.#matchedVar = { key: t.key, value: v };
-      this.#matchedVars.push(this.#matchedVar);
-      if (last && rule.id !== 0) this.#runActions(rule);
-      else if (last) this.#runActions(rule);
+    const lists = rule.targets.length === 0 ? NO_TARGET : this.#targetsOf(rule);
+    for (let l = 0; l < lists.length; l++) {
+      const targets = lists[l]!;
+      for (let k = 0; k < targets.length; k++) {
+        const t = targets[k]!;
+        const v = this.#transform(t, rule);
+        const hit = rule.op(v, this, rule);
+        this.#current = undefined;
+        if (hit === rule.negated) continue;
+        matched = true;
+        this.#matchedVar = { key: t.key, value: v };
+        this.#matchedVars.push(this.#matchedVar);
+        if (last) this.#runActions(rule);
+      }
     }
     return matched;
   }
 
   #evalRule(rule: CompiledRule): boolean {
-    this.#matchedVars = [];
+    if (this.#matchedVars.length > 0) this.#matchedVars = [];
     if (!this.#evalLink(rule, rule.chain === undefined)) return false;
     if (rule.chain === undefined) return true;
     for (let l: CompiledRule | undefined = rule.chain; l !== undefined; l = l.chain) {

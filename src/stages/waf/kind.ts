@@ -3,13 +3,13 @@
  * own SecLang rules on each request: phase 1 on the headers, phase 2 on the body (urlencoded, JSON, multipart, up
  * to `maxBodyBytes`). CRS's anomaly scoring decides; `mode: block` answers 403 `waf_blocked`, `mode: detect`
  * records and lets the request on. The rules are parsed and compiled once per config (and reused across reloads
- * while the policy's rule fields do not change). Matched rule ids go to the `trellis:waf` diagnostics channel,
- * never the matched data.
+ * while the policy's rule fields do not change). Matched rule ids go to the `trellis:waf` diagnostics channel and
+ * the access log's `waf` field (with the anomaly score and the blocking rule), never the matched data.
  */
 import { channel } from 'node:diagnostics_channel';
 import { z } from 'zod';
 import { byteSize } from '../../config/primitives.js';
-import type { LocalReply, StageContext, StageResult } from '../../proxy/stage.js';
+import type { LocalReply, StageContext, StageResult, WafSummary } from '../../proxy/stage.js';
 import { type PolicyKind, PolicyPhase } from '../policy.js';
 import { type CompiledRuleSet, compileRuleSet, type EngineMode, Transaction } from './engine.js';
 import { parseBody, type WafInput } from './request.js';
@@ -141,6 +141,37 @@ export function loadRules(c: WafConfig): LoadedRules {
   return out;
 }
 
+/** At most this many rule ids reach the access log: a line stays small whatever the request. */
+const SUMMARY_RULES = 16;
+
+/** The access log's `waf` field: rule ids (distinct, in order), the score, the rule that refused; no request data. */
+export function summary(
+  policy: string,
+  action: WafSummary['action'],
+  score: number,
+  matched: readonly { readonly id: number }[],
+  blockingRule: number | undefined,
+): WafSummary {
+  const rules: number[] = [];
+  let truncated = false;
+  for (const m of matched) {
+    if (rules.includes(m.id)) continue;
+    if (rules.length === SUMMARY_RULES) {
+      truncated = true;
+      break;
+    }
+    rules.push(m.id);
+  }
+  return {
+    policy,
+    action,
+    score,
+    rules,
+    ...(truncated ? { rulesTruncated: true as const } : {}),
+    ...(blockingRule !== undefined ? { blockingRule } : {}),
+  };
+}
+
 const INSPECTED =
   /^(application\/x-www-form-urlencoded|multipart\/form-data|application\/([a-z0-9.+-]*\+)?json|text\/|application\/xml)/i;
 
@@ -176,15 +207,19 @@ export const wafPolicy: PolicyKind<WafConfig> = {
     const verdict = (tx: Transaction, sc: StageContext): LocalReply | undefined => {
       const hit = tx.interruption ?? tx.wouldInterrupt;
       if (hit !== undefined || tx.matched.length > 0) {
+        const action = tx.interruption !== undefined ? 'blocked' : hit !== undefined ? 'detected' : 'matched';
+        // CRS 3 sums the inbound score in tx.anomaly_score, CRS 4 in tx.blocking_inbound_anomaly_score.
+        const score = Number(tx.get('anomaly_score') ?? tx.get('blocking_inbound_anomaly_score') ?? 0) || 0;
+        sc.waf = summary(name, action, score, tx.matched, hit?.ruleId);
         if (wafChannel.hasSubscribers) {
           wafChannel.publish({
             route: sc.route?.name,
             policy: name,
             requestId: (sc as { requestId?: string }).requestId,
-            action: tx.interruption !== undefined ? 'blocked' : hit !== undefined ? 'detected' : 'matched',
+            action,
             ruleIds: tx.matched.map((m) => m.id),
             variables: tx.matched.map((m) => m.variable),
-            score: Number(tx.get('anomaly_score') ?? 0),
+            score,
           });
         }
       }

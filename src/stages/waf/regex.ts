@@ -29,8 +29,110 @@ export function loadRe2(): Re2Ctor | null {
 }
 
 export type CompiledRegex =
-  | { readonly ok: true; readonly re: RuleRegex; readonly engine: 're2' | 'v8' }
+  | {
+      readonly ok: true;
+      readonly re: RuleRegex;
+      readonly engine: 're2' | 'v8';
+      /** The source RE2 compiled (for a {@link RegexSetBuilder}); undefined on V8. */
+      readonly re2Source: string | undefined;
+    }
   | { readonly ok: false; readonly error: string };
+
+/** Many patterns, one pass: the indexes of the patterns that match `s`, ascending. May throw (RE2 out of memory). */
+export interface RegexSet {
+  match(s: string): number[];
+}
+
+type Re2SetCtor = new (patterns: Iterable<string>) => RegexSet;
+
+/**
+ * Gathers the RE2 patterns of a rule set at compile time into one `RE2.Set`, so that a value is run through every
+ * pattern in a single native call (a DFA over all of them) instead of one call per rule: a rule's `@rx` then looks
+ * its index up in the set's answer for the value, which the transaction keeps for the request. The set uses the
+ * same sources and options as the single regexes (same matches); they stay for `capture` and as the fallback
+ * when the set cannot answer (its DFA out of memory on some input).
+ */
+export class RegexSetBuilder {
+  readonly #sources: string[] = [];
+  readonly #index = new Map<string, number>();
+
+  /** The index of `re2Source` in the set to be built (one index per distinct source). */
+  add(re2Source: string): number {
+    let i = this.#index.get(re2Source);
+    if (i === undefined) {
+      i = this.#sources.length;
+      this.#sources.push(re2Source);
+      this.#index.set(re2Source, i);
+    }
+    return i;
+  }
+
+  get size(): number {
+    return this.#sources.length;
+  }
+
+  /** The set, or undefined when there is nothing to gather or RE2.Set refuses (then rules run their own regexes). */
+  matcher(): RegexSetMatcher | undefined {
+    const RE2 = loadRe2() as (Re2Ctor & { Set?: Re2SetCtor }) | null;
+    if (RE2?.Set === undefined || this.#sources.length === 0) return undefined;
+    try {
+      return new RegexSetMatcher(new RE2.Set(this.#sources), this.#sources.length);
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+const NO_HITS: readonly number[] = Object.freeze([]);
+
+/**
+ * A rule set's {@link RegexSet} with a bounded memory of its answers for short values (argument and header
+ * names, header values, small arguments: the same across the requests of an API). Two generations of at most
+ * `entries` values each: when the young one fills, it becomes the old one and the old one is dropped, so memory
+ * stays bounded whatever the traffic, and a value seen again is answered without the native call.
+ */
+export class RegexSetMatcher {
+  readonly #set: RegexSet;
+  readonly #entries: number;
+  #young = new Map<string, readonly number[] | null>();
+  #old = new Map<string, readonly number[] | null>();
+  /** Values up to this many characters are remembered across requests. */
+  readonly cacheableLength: number;
+  /** Patterns in the set (indexes 0 to size - 1). */
+  readonly size: number;
+
+  constructor(set: RegexSet, size: number, entries = 4096, cacheableLength = 256) {
+    this.#set = set;
+    this.size = size;
+    this.#entries = entries;
+    this.cacheableLength = cacheableLength;
+  }
+
+  /** The matching pattern indexes (ascending), or null when the set cannot answer for `s` (its DFA out of memory). */
+  match(s: string): readonly number[] | null {
+    if (s.length > this.cacheableLength) return this.#run(s);
+    let hits = this.#young.get(s);
+    if (hits !== undefined) return hits;
+    hits = this.#old.get(s);
+    if (hits === undefined) hits = this.#run(s);
+    if (this.#young.size >= this.#entries) {
+      this.#old = this.#young;
+      this.#young = new Map();
+    }
+    this.#young.set(s, hits);
+    return hits;
+  }
+
+  #run(s: string): readonly number[] | null {
+    try {
+      const m = this.#set.match(s);
+      return m.length === 0 ? NO_HITS : m;
+    } catch {
+      // RE2.Set throws when its DFA runs out of memory on an input: the rules then run their own regexes.
+      return null;
+    }
+  }
+}
 
 /**
  * PCRE → JavaScript for V8: an `(?i)` (leading or after `^`) or any `(?i:` group sets the `i` flag for the whole pattern (V8 on
@@ -101,7 +203,8 @@ export function compileRegex(source: string, trusted: boolean): CompiledRegex {
   if (RE2 !== null) {
     try {
       // RE2's `s` flag: `.` matches a newline, as PCRE_DOTALL does in ModSecurity.
-      return { ok: true, re: new RE2(`(?s)${pattern}`), engine: 're2' };
+      const re2Source = `(?s)${pattern}`;
+      return { ok: true, re: new RE2(re2Source), engine: 're2', re2Source };
     } catch (err) {
       if (!trusted) {
         return { ok: false, error: `pattern not supported by RE2 (linear time): ${(err as Error).message}` };
@@ -109,7 +212,7 @@ export function compileRegex(source: string, trusted: boolean): CompiledRegex {
     }
   }
   try {
-    return { ok: true, re: toJsRegex(pattern), engine: 'v8' };
+    return { ok: true, re: toJsRegex(pattern), engine: 'v8', re2Source: undefined };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }

