@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run bench`: Trellis and its peers behind the same upstream under the same wrk load, interleaved
 // over several rounds, medians reported. See bench/README.md and docs/benchmarks.md.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -7,6 +7,7 @@ import {
   parseTraceparent,
   parseTracestate,
   readB3,
+  traceIdLow52,
 } from './trace-context.js';
 
 const TRACE = '0af7651916cd43dd8448eb211c80319c';
@@ -227,6 +228,16 @@ describe('ids', () => {
     }
     expect(traces.size).toBe(10_000);
     expect(spans.size).toBe(10_000);
+  });
+
+  it("the sampler's low 52 bits read from the random bytes equal those parsed from the id", () => {
+    for (let i = 0; i < 5_000; i++) {
+      const t = newTraceId();
+      // The pool refills every 170 or so ids: both sides of a refill are covered.
+      expect(traceIdLow52(t, true)).toBe(Number.parseInt(t.slice(19), 16));
+      newSpanId();
+    }
+    expect(traceIdLow52('4bf92f3577b34da6a3ce929d0e0e4736', false)).toBe(0xe929d0e0e4736);
   });
 
   it('formats a traceparent that parses back', () => {

@@ -218,6 +218,9 @@ function take(n: number): number {
   return o;
 }
 
+/** The low 52 bits of the trace id newTraceId made last, as a number (the sampler's input). */
+let lastLow52 = 0;
+
 /** A random 128-bit trace id, 32 lowercase hex characters, never all zero. */
 export function newTraceId(): string {
   for (;;) {
@@ -228,9 +231,20 @@ export function newTraceId(): string {
         pool.readUInt32LE(o + 8) |
         pool.readUInt32LE(o + 12)) !==
       0
-    )
+    ) {
+      // Hex characters 19..31 of the id: the low nibble of byte 9 and bytes 10..15.
+      lastLow52 = (pool[o + 9]! & 0x0f) * 2 ** 48 + pool.readUIntBE(o + 10, 6);
       return poolHex.slice(o * 2, o * 2 + 32);
+    }
   }
+}
+
+/**
+ * The low 52 bits of `traceId` (its last 13 hex characters) as a number: read from the random bytes when the id
+ * is the one newTraceId just made, parsed otherwise.
+ */
+export function traceIdLow52(traceId: string, fresh: boolean): number {
+  return fresh ? lastLow52 : Number.parseInt(traceId.slice(19), 16);
 }
 
 /** A random 64-bit span id, 16 lowercase hex characters, never all zero. */

@@ -1,7 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import type { TracingConfig } from '../config/schema.js';
 import { OtlpExporter } from './otlp.js';
-import { formatTraceparent, newSpanId, newTraceId, parseTraceparent, readB3 } from './trace-context.js';
+import {
+  formatTraceparent,
+  newSpanId,
+  newTraceId,
+  parseTraceparent,
+  readB3,
+  traceIdLow52,
+} from './trace-context.js';
 
 /**
  * A lean span recorder: one RequestTrace per request, an AttemptSpan per upstream attempt of a sampled request,
@@ -208,20 +215,22 @@ export class Tracer {
     ) {
       const b = readB3(headers);
       if (b !== undefined) {
-        const traceId = b.traceId === '' ? newTraceId() : b.traceId;
-        const sampled = b.sampled === undefined ? this.#sample(traceId) : b.sampled && this.#enabled;
+        const fresh = b.traceId === '';
+        const traceId = fresh ? newTraceId() : b.traceId;
+        const sampled = b.sampled === undefined ? this.#sample(traceId, fresh) : b.sampled && this.#enabled;
         return new Trace(traceId, newSpanId(), b.spanId, sampled, '');
       }
     }
     const traceId = newTraceId();
-    return new Trace(traceId, newSpanId(), '', this.#sample(traceId), '');
+    return new Trace(traceId, newSpanId(), '', this.#sample(traceId, true), '');
   }
 
-  #sample(traceId: string): boolean {
+  /** `fresh`: traceId is the one newTraceId just made (its low bits are known without parsing). */
+  #sample(traceId: string, fresh: boolean): boolean {
     const t = this.#threshold;
     if (t === 0) return false;
     if (t === TWO_52) return true;
-    return Number.parseInt(traceId.slice(19), 16) < t;
+    return traceIdLow52(traceId, fresh) < t;
   }
 
   /**
