@@ -78,12 +78,13 @@ const isSpace = (c: string | undefined) =>
   c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\f' || c === '/';
 const isNameChar = (c: string | undefined) => c !== undefined && /[^\s/>="'`<]/.test(c);
 
-/** Attributes from `i` until `>` or the end; true when one is dangerous. */
-function scanAttributes(s: string, i: number, tag: string): boolean {
+/** Attributes from `i` until `>` or the end: -1 when one is dangerous, else the index after the tag. */
+function scanAttributes(s: string, i: number, tag: string): number {
   const n = s.length;
   while (i < n) {
     while (i < n && isSpace(s[i])) i++;
-    if (i >= n || s[i] === '>') return false;
+    if (i >= n) return n;
+    if (s[i] === '>') return i + 1;
     let name = '';
     while (i < n && isNameChar(s[i])) name += s[i++];
     if (name === '') {
@@ -105,12 +106,27 @@ function scanAttributes(s: string, i: number, tag: string): boolean {
         while (i < n && !/[\s>]/.test(s[i]!)) value += s[i++];
       }
     }
-    if (name.startsWith('on') && name.length > 2) return true;
-    if (URL_ATTRS.has(name) && badUrl(value)) return true;
-    if (name === 'style' && /expression\s*\(|url\s*\(\s*['"]?\s*javascript:/i.test(value)) return true;
-    if (tag === 'meta' && name === 'http-equiv') return true;
+    if (name.startsWith('on') && name.length > 2) return -1;
+    if (URL_ATTRS.has(name) && badUrl(value)) return -1;
+    if (name === 'style' && /expression\s*\(|url\s*\(\s*['"]?\s*javascript:/i.test(value)) return -1;
+    if (tag === 'meta' && name === 'http-equiv') return -1;
   }
-  return false;
+  return n;
+}
+
+const XML_NAME = /^[a-z_][a-z0-9_.-]*$/;
+
+/**
+ * Whether a tag named `name` (lower case, as the HTML tokenizer reads it: up to a blank, `/` or `>`) can run
+ * script by itself. A name with a colon is a namespaced element (`<x:script>`, VML, `<t:set>`) only when both
+ * sides are names: `<https://example.com/guide>` (a markdown autolink, tag name `https:`) and
+ * `<mailto:jane@example.com>` are URLs in angle brackets, inert elements in a browser.
+ */
+function scriptTag(name: string): boolean {
+  if (TAGS.has(name) || name.startsWith('svg')) return true;
+  const colon = name.indexOf(':');
+  if (colon < 0) return false;
+  return XML_NAME.test(name.slice(0, colon)) && XML_NAME.test(name.slice(colon + 1));
 }
 
 /** Whether `s`, read from the HTML text state, holds something that runs script. */
@@ -125,14 +141,21 @@ function scanText(s: string): boolean {
       i = s.indexOf('<', j);
       continue;
     }
-    let tag = '';
-    while (j < s.length && /[A-Za-z0-9:_-]/.test(s[j]!)) tag += s[j++];
-    if (tag !== '') {
-      const t = tag.toLowerCase();
-      if (TAGS.has(t) || t.startsWith('svg') || t.includes(':')) return true;
-      if (scanAttributes(s, j, t)) return true;
+    // A tag starts with a letter, and its name runs to a blank, `/` or `>`: `<scr<script>` is one element named
+    // `scr<script`, as a browser reads it.
+    if (!/[A-Za-z]/.test(s[j] ?? '')) {
+      i = s.indexOf('<', i + 1);
+      continue;
     }
-    i = s.indexOf('<', i + 1);
+    const start = j;
+    while (j < s.length && !/[\s/>]/.test(s[j]!)) j++;
+    const tag = s.slice(start, j).toLowerCase();
+    if (scriptTag(tag)) return true;
+    const end = scanAttributes(s, j, tag);
+    if (end < 0) return true;
+    // A tag left open (an unclosed quote ran to the end) is read again from its next `<`: the page around an
+    // echoed value can close that quote.
+    i = s.indexOf('<', end < s.length ? end : i + 1);
   }
   return false;
 }
@@ -144,11 +167,11 @@ export function detectXss(input: string): boolean {
   // As if continuing an attribute value: `" onmouseover="alert(1)`, `' autofocus onfocus=...`.
   for (const q of ['"', "'", '`']) {
     const at = input.indexOf(q);
-    if (at >= 0 && scanAttributes(input, at + 1, '')) return true;
+    if (at >= 0 && scanAttributes(input, at + 1, '') < 0) return true;
   }
   // An unquoted attribute value continues until a blank: `x onerror=alert(1)`.
   const sp = input.search(/[\s/]/);
-  if (sp > 0 && /[\s/]on[a-z]+\s*=/i.test(input) && scanAttributes(input, sp, '')) return true;
+  if (sp > 0 && /[\s/]on[a-z]+\s*=/i.test(input) && scanAttributes(input, sp, '') < 0) return true;
   // A URL attribute's whole value: `javascript:alert(1)`.
   return badUrl(input) && /[(`]/.test(input);
 }
