@@ -44,13 +44,15 @@ const corpus = JSON.parse(readFileSync(new URL('requests.json', dir), 'utf8')) a
 const reference = JSON.parse(readFileSync(new URL('modsecurity.json', dir), 'utf8')) as Reference;
 const hasCrs = existsSync(CRS_PATH);
 
-// The bars of issue 6 item 7 are agreement >= 97% on attacks and no more false positives than ModSecurity's. The
-// engine does not meet them yet (measured 2026-11-26: 95.6% = 368/385, false positives 14 vs 12; docs/waf.md lists
-// the causes), so the assertions hold the measured level and fail on any regression below it. Raise them to
-// ISSUE_AGREEMENT and 0 as the engine's gaps are fixed.
+// The bars of issue 6 item 7 are agreement >= 97% on attacks and no more false positives than ModSecurity's.
+// Measured 2026-11-27 with the @detectSQLi/@detectXSS fixes (detect-sqli.ts, detect-xss.ts): 97.1% = 374/385,
+// false positives 10 vs 12 (before them, 2026-11-26: 95.6% = 368/385, 14 vs 12); then with the engine fixes (chain
+// actions, @rx macros, body checks 200002-200004): 100% = 385/385, false positives 9 vs 12. The assertions hold
+// that level and fail on any regression below it: any disagreement on attacks fails the first, one more false
+// positive than measured fails the second. Raise them as the engine's remaining gaps (docs/waf.md) are fixed.
 const ISSUE_AGREEMENT = 0.97;
-const MIN_AGREEMENT = 0.95; // TODO(issue 6): ISSUE_AGREEMENT
-const MAX_EXTRA_FALSE_POSITIVES = 2; // Trellis's benign refusals minus ModSecurity's. TODO(issue 6): 0
+const MIN_AGREEMENT = 1; // 385/385 measured
+const MAX_EXTRA_FALSE_POSITIVES = -3; // Trellis's benign refusals minus ModSecurity's (9 - 12 measured)
 
 const HOST = 'api.example.com';
 const ALLOWED_METHODS = ['GET', 'HEAD', 'POST', 'OPTIONS', 'PUT', 'PATCH', 'DELETE'];

@@ -249,6 +249,91 @@ describe.skipIf(!hasCrs)('waf policy with the OWASP CRS', () => {
     expect(second).not.toHaveProperty('waf');
   });
 
+  test('malformed bodies are refused 400 waf_body_invalid (bodyChecks, on with the CRS), well-formed ones pass', async () => {
+    const { gw, seen } = await gateway({ rules: 'crs' });
+    const base = gw.url.replace('127.0.0.1', 'localhost');
+    const B = '----trellis-7d3f9a';
+    const multipart = (body: string, boundary = B) => ({
+      method: 'POST',
+      headers: { ...UA, 'content-type': `multipart/form-data; boundary=${boundary}` },
+      body,
+    });
+    const part = `--${B}\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n`;
+    const bad: [string, RequestInit][] = [
+      ['data after the closing boundary', multipart(`${part}--${B}--\r\ntrailing data\r\n`)],
+      ['a broken boundary line', multipart(`${part}--${B}-x\r\n${part}--${B}--\r\n`)],
+      ['no closing boundary', multipart(part)],
+      ['truncated JSON', { ...json({}), body: '{"name": "broken", "value": [1, 2,' }],
+    ];
+    for (const [what, init] of bad) {
+      const r = await fetch(`${base}/upload`, init);
+      const body = (await r.json()) as Problem;
+      expect(`${what}: ${r.status} ${body.code}`).toBe(`${what}: 400 waf_body_invalid`);
+      expect(JSON.stringify(body)).not.toMatch(/2000\d\d|boundary|trailing/);
+    }
+    expect(seen).toEqual([]);
+    const ok = await fetch(`${base}/upload`, multipart(`${part}--${B}--\r\n`));
+    expect(ok.status).toBe(200);
+    await ok.arrayBuffer();
+    // Off: the same malformed body goes on (to the application's parser).
+    const off = await gateway({ rules: 'crs', bodyChecks: false });
+    const r = await fetch(`${off.gw.url.replace('127.0.0.1', 'localhost')}/upload`, bad[0]![1]);
+    expect(r.status).toBe(200);
+    await r.arrayBuffer();
+  });
+
+  test('the audit log writes one line per blocked request: rules, variables, data cut and credentials masked', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-waf-audit-'));
+    const file = join(dir, 'audit.log');
+    const up = await t.upstream();
+    const gw = await t.gateway({
+      ...simpleConfig(up.url, [{ name: 'api', backends: [{ service: 'svc' }], policies: ['crs'] }]),
+      policies: [{ name: 'crs', type: 'waf', rules: 'crs', auditLog: { output: file } }],
+    } as ConfigInput);
+    const base = gw.url.replace('127.0.0.1', 'localhost');
+    const attack = "1' OR '1'='1";
+    const blocked = await fetch(`${base}/items?id=42`, {
+      headers: {
+        ...UA,
+        cookie: `session=${encodeURIComponent(attack)}`,
+        authorization: 'Bearer s3cr3t-t0k3n',
+      },
+    });
+    expect(blocked.status).toBe(403);
+    const reply = await blocked.text();
+    expect(reply).not.toMatch(/942100|REQUEST_COOKIES|masked/);
+    // A clean request writes nothing.
+    await (await fetch(`${base}/items?id=43`, { headers: UA })).text();
+    await gw.close();
+    let text = '';
+    for (let i = 0; i < 40 && text === ''; i++) {
+      text = readFileSync(file, 'utf8');
+      if (text === '') await new Promise((r) => setTimeout(r, 50));
+    }
+    const lines = text.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const rec = JSON.parse(lines[0]!);
+    expect(rec).toMatchObject({
+      policy: 'crs',
+      route: 'api',
+      action: 'blocked',
+      method: 'GET',
+      path: '/items',
+    });
+    expect(rec.requestId).toMatch(/\S/);
+    expect(rec.score).toBeGreaterThanOrEqual(5);
+    expect(rec.blockingRule).toBe(949110);
+    const sqli = rec.rules.find((x: { id: number }) => x.id === 942100);
+    expect(sqli).toMatchObject({
+      variable: 'REQUEST_COOKIES:session',
+      data: '[masked]',
+      severity: 'CRITICAL',
+    });
+    expect(sqli.tags).toContain('attack-sqli');
+    expect(text).not.toContain("OR '1'");
+    expect(text).not.toContain('s3cr3t');
+  });
+
   test('validate names each unsupported directive, operator, transformation and action by file and line', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-waf-'));
     writeFileSync(

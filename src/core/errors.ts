@@ -228,6 +228,13 @@ export const errorCatalog = {
       'A `waf` policy in `mode: block` refused the request: the rules it runs (the OWASP Core Rule Set and your own) scored it at or above `inboundThreshold`, or a rule denied it outright. The reply names no rule; the matched rule ids are published on the `trellis:waf` diagnostics channel. See docs/waf.md.',
     grpc: 7, // PERMISSION_DENIED
   },
+  waf_body_invalid: {
+    status: 400,
+    title: 'Request body malformed',
+    description:
+      "A `waf` policy with `bodyChecks` (on by default with the CRS) refused a body it could not inspect: JSON or multipart that does not parse (truncated, a broken boundary, a part without Content-Disposition), or multipart that fails ModSecurity's strict checks (data after the closing boundary, a quoted boundary, folded or LF-only part headers, a line like a boundary that is not one). Such bodies are how a WAF and an application are made to read a request differently. The reply names no rule; the audit log and the `trellis:waf` channel do. See docs/waf.md.",
+    grpc: 3, // INVALID_ARGUMENT
+  },
   rate_limited: {
     status: 429,
     title: 'Rate limit exceeded',

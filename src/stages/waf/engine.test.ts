@@ -23,7 +23,16 @@ function compile(text: string, regexSet = true): CompiledRuleSet {
   return c;
 }
 
-function run(rules: CompiledRuleSet, target: string, opts: { body?: string; ct?: string; pl?: string } = {}) {
+interface RunOptions {
+  body?: string;
+  ct?: string;
+  pl?: string;
+  headers?: Record<string, string>;
+  /** The body arrived whole (false: cut at the inspection limit). */
+  complete?: boolean;
+}
+
+function run(rules: CompiledRuleSet, target: string, opts: RunOptions = {}) {
   const q = target.indexOf('?');
   const headers: Record<string, string> = {
     host: 'api.example.com',
@@ -34,6 +43,7 @@ function run(rules: CompiledRuleSet, target: string, opts: { body?: string; ct?:
     headers['content-type'] = opts.ct ?? 'application/json';
     headers['content-length'] = String(Buffer.byteLength(opts.body));
   }
+  Object.assign(headers, opts.headers);
   const pl = opts.pl ?? '1';
   const tx = new Transaction(
     rules,
@@ -54,7 +64,8 @@ function run(rules: CompiledRuleSet, target: string, opts: { body?: string; ct?:
     ]),
   );
   tx.runPhase(1);
-  if (opts.body !== undefined) tx.setBody(parseBody(Buffer.from(opts.body), headers['content-type']!));
+  if (opts.body !== undefined)
+    tx.setBody(parseBody(Buffer.from(opts.body), headers['content-type']!, opts.complete));
   tx.runPhase(2);
   return tx;
 }
@@ -172,6 +183,151 @@ describe('engine', () => {
     };
     expect(run(broken, '/x?v=aaab').matched.map((m) => m.id)).toEqual([30]);
     expect(run(broken, '/x?v=aaac').matched).toEqual([]);
+  });
+});
+
+// What the corpus comparison with ModSecurity 2.9 + CRS 3.3.4 found (test/waf-corpus.test.ts): each case is the
+// shape of the CRS rule it broke, and failed before its fix.
+describe('engine semantics as ModSecurity has them', () => {
+  const ids = (tx: Transaction) => tx.matched.map((m) => m.id);
+
+  test("a chain starter's setvar runs when the starter matches, so the chained rule reads it (920420)", () => {
+    const rules = compile(
+      [
+        `SecAction "id:1,phase:1,pass,nolog,setvar:'tx.allowed=|application/json| |text/plain|'"`,
+        `SecRule REQUEST_HEADERS:Content-Type "@rx ^[^;\\s]+" "id:920420,phase:2,pass,log,msg:'type not allowed',capture,t:none,setvar:'tx.content_type=|%{tx.0}|',chain"`,
+        `  SecRule TX:content_type "!@within %{tx.allowed}" "t:lowercase,setvar:'tx.score=+5'"`,
+      ].join('\n'),
+    );
+    const evil = run(rules, '/x', { body: 'data', ct: 'application/x-evil' });
+    expect(ids(evil)).toEqual([920420]);
+    expect(evil.get('score')).toBe('5');
+    const ok = run(rules, '/x', { body: '{"a":1}', ct: 'application/json; charset=utf-8' });
+    expect(ids(ok)).toEqual([]);
+    expect(ok.get('score')).toBeUndefined();
+    // The starter matched, so its own setvar ran although the chain did not match (ModSecurity v2 does the same).
+    expect(ok.get('content_type')).toBe('|application/json|');
+  });
+
+  test('every link runs its own setvar per matching target; disruptive action and logging wait for the whole chain', () => {
+    const rules = compile(
+      [
+        // 920450: the starter sets one variable per header name, the chained rule reads them all.
+        `SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:920450,phase:1,deny,status:403,log,msg:'restricted header',capture,t:none,t:lowercase,setvar:'tx.header_name_%{tx.0}=/%{tx.0}/',chain"`,
+        `  SecRule TX:/^header_name_/ "@within /proxy/ /lock-token/" "setvar:'tx.score=+5'"`,
+        // A middle link's setvar is read by the last link.
+        `SecRule ARGS:a "@streq 1" "id:30,phase:1,pass,log,msg:'three links',setvar:tx.first=1,chain"`,
+        `  SecRule ARGS:b "@streq 2" "setvar:tx.middle=%{tx.first}2,chain"`,
+        `    SecRule TX:middle "@streq 12" "setvar:tx.last=yes"`,
+      ].join('\n'),
+    );
+    const proxy = run(rules, '/x?a=1&b=2', { headers: { proxy: 'http://evil.example:8080' } });
+    expect(proxy.interruption?.ruleId).toBe(920450);
+    expect(proxy.get('header_name_proxy')).toBe('/proxy/');
+    expect(proxy.get('header_name_user-agent')).toBe('/user-agent/');
+    const plain = run(rules, '/x?a=1&b=2');
+    expect(plain.interruption).toBeUndefined();
+    expect(ids(plain)).toEqual([30]);
+    expect(plain.get('last')).toBe('yes');
+    const partial = run(rules, '/x?a=1&b=3');
+    expect(ids(partial)).toEqual([]);
+    expect(partial.get('first')).toBe('1');
+    expect(partial.get('middle')).toBeUndefined();
+  });
+
+  test("macros in an @rx pattern are expanded, and the chained rule reads the starter's capture (920480)", () => {
+    const rules = compile(
+      [
+        `SecAction "id:1,phase:1,pass,nolog,setvar:'tx.allowed_charset=utf-8|iso-8859-1|iso-8859-15|windows-1252'"`,
+        `SecRule REQUEST_HEADERS:Content-Type "@rx charset\\s*=\\s*[\\"']?([^;\\"'\\s]+)" "id:920480,phase:1,pass,log,msg:'charset not allowed',capture,t:none,t:lowercase,chain"`,
+        `  SecRule TX:1 "!@rx ^%{tx.allowed_charset}$" "t:none,setvar:'tx.score=+5'"`,
+      ].join('\n'),
+    );
+    const utf8 = run(rules, '/x', { body: '{"a":1}', ct: 'application/json; charset=utf-8' });
+    expect(ids(utf8)).toEqual([]);
+    expect(utf8.get('1')).toBe('utf-8');
+    const utf7 = run(rules, '/x', { body: '{"a":1}', ct: 'application/json; charset=utf-7' });
+    expect(ids(utf7)).toEqual([920480]);
+    expect(utf7.get('score')).toBe('5');
+  });
+
+  describe('request body errors and multipart flags', () => {
+    const rules = compile(
+      [
+        `SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'body error %{reqbody_error_msg}'"`,
+        `SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'strict'"`,
+        `SecRule MULTIPART_UNMATCHED_BOUNDARY "!@eq 0" "id:200004,phase:2,t:none,log,deny,msg:'unmatched'"`,
+        `SecRule &MULTIPART_STRICT_ERROR "@eq 0" "id:10,phase:2,pass,log,msg:'not multipart'"`,
+        `SecRule MULTIPART_DATA_AFTER "@eq 1" "id:11,phase:2,pass,log,msg:'data after'"`,
+        `SecRule MULTIPART_BOUNDARY_QUOTED "@eq 1" "id:12,phase:2,pass,log,msg:'quoted'"`,
+        `SecRule MULTIPART_HEADER_FOLDING "@eq 1" "id:13,phase:2,pass,log,msg:'folding'"`,
+        `SecRule ARGS_POST:b "@streq 2" "id:14,phase:2,pass,log,msg:'field b'"`,
+      ].join('\n'),
+    );
+    const B = '----trellis-7d3f9a';
+    const mp = (parts: string, ct = `multipart/form-data; boundary=${B}`) => ({ body: parts, ct });
+    const field = (name: string, v: string) =>
+      `--${B}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${v}\r\n`;
+
+    test('a well-formed multipart body: parsed, no flag', () => {
+      const tx = run(rules, '/up', mp(`${field('a', '1')}${field('b', '2')}--${B}--\r\n`));
+      expect(ids(tx)).toEqual([14]);
+      expect(tx.interruption).toBeUndefined();
+    });
+
+    test('data after the closing boundary: strict error (200003), not a parse error', () => {
+      const tx = run(rules, '/up', mp(`${field('a', '1')}--${B}--\r\ntrailing data\r\n`));
+      expect(ids(tx)).toEqual([200003]);
+      expect(tx.interruption).toEqual({ status: 400, ruleId: 200003 });
+      const detect = compile(
+        `SecRule MULTIPART_DATA_AFTER "@eq 1" "id:11,phase:2,pass,log,msg:'data after'"`,
+      );
+      expect(ids(run(detect, '/up', mp(`${field('a', '1')}--${B}--\r\ntrailing data\r\n`)))).toEqual([11]);
+    });
+
+    test('a quoted boundary and a folded part header raise their flags', () => {
+      const flags = compile(
+        [
+          `SecRule MULTIPART_BOUNDARY_QUOTED "@eq 1" "id:12,phase:2,pass,log,msg:'quoted'"`,
+          `SecRule MULTIPART_HEADER_FOLDING "@eq 1" "id:13,phase:2,pass,log,msg:'folding'"`,
+          `SecRule ARGS_POST:b "@streq 2" "id:14,phase:2,pass,log,msg:'field b'"`,
+          `SecRule MULTIPART_STRICT_ERROR "@eq 1" "id:15,phase:2,pass,log,msg:'strict'"`,
+        ].join('\n'),
+      );
+      const body = `${field('a', '1')}--${B}\r\nContent-Disposition: form-data;\r\n name="b"\r\n\r\n2\r\n--${B}--\r\n`;
+      const tx = run(flags, '/up', mp(body, `multipart/form-data; boundary="${B}"`));
+      expect(ids(tx)).toEqual([12, 13, 14, 15]);
+      expect(ids(run(rules, '/up', mp(body, `multipart/form-data; boundary="${B}"`)))).toEqual([200003]);
+    });
+
+    test('a broken boundary line, a missing closing boundary, a truncated JSON body: parse errors (200002)', () => {
+      const broken = run(rules, '/up', mp(`${field('a', '1')}--${B}-x\r\n${field('b', '2')}--${B}--\r\n`));
+      expect(broken.interruption).toEqual({ status: 400, ruleId: 200002 });
+      expect(broken.matched[0]!.msg).toMatch(/^body error multipart: invalid boundary/);
+      const open = run(rules, '/up', mp(field('a', '1')));
+      expect(open.interruption?.ruleId).toBe(200002);
+      const json = run(rules, '/j', { body: '{"name": "broken", "value": [1, 2,' });
+      expect(json.interruption?.ruleId).toBe(200002);
+      expect(json.matched[0]!.msg).toMatch(/^body error JSON: /);
+      expect(ids(run(rules, '/j', { body: '{"name": "fine"}' }))).toEqual([10]);
+    });
+
+    test('no error for an empty body or one cut at the inspection limit', () => {
+      expect(ids(run(rules, '/j', { body: '' }))).toEqual([10]);
+      expect(run(rules, '/j', { body: '{"name": "long', complete: false }).interruption).toBeUndefined();
+      expect(run(rules, '/up', { ...mp(field('a', '1')), complete: false }).interruption).toBeUndefined();
+      expect(run(rules, '/up', mp('')).interruption).toBeUndefined();
+    });
+
+    test('a line that looks like a boundary but is not one (200004)', () => {
+      // A text field with a `-----` line: ModSecurity refuses it too.
+      const tx = run(rules, '/up', mp(`${field('a', 'x\r\n-----\r\nsignature')}--${B}--\r\n`));
+      expect(tx.interruption?.ruleId).toBe(200004);
+      // A line starting with the boundary and then something else is a broken boundary (a parse error).
+      expect(run(rules, '/up', mp(`${field('a', `x\r\n--${B}zz`)}--${B}--\r\n`)).interruption?.ruleId).toBe(
+        200002,
+      );
+    });
   });
 });
 

@@ -3,18 +3,28 @@
  * matchers built, transformation chains resolved, macros split, skipAfter targets resolved to indexes), then
  * run per request over a Transaction that builds each collection on first read.
  *
- * Semantics follow ModSecurity v2 where CRS depends on them: a rule's non-disruptive actions (setvar, ctl) run
- * for each matching target; a chain matches when every link matches, and its first link's actions run once
- * then; `block` takes the disruptive action of SecDefaultAction (pass under CRS's anomaly scoring); deny, drop
- * and a 4xx/5xx status interrupt (in mode On); allow ends the phase; skipAfter jumps past a marker.
+ * Semantics follow ModSecurity v2 where CRS depends on them: a rule's non-disruptive actions (setvar, ctl, and
+ * capture into TX:0-9) run for each matching target, in every link of a chain as soon as that link matches (so a
+ * chained rule reads what its starter set: CRS 920420, 920440, 920450); a chain matches when every link matches,
+ * and only then do its starter's disruptive action, flow actions (skip, skipAfter) and logging apply; `block`
+ * takes the disruptive action of SecDefaultAction (pass under CRS's anomaly scoring); deny, drop and a 4xx/5xx
+ * status interrupt (in mode On); allow ends the phase; skipAfter jumps past a marker. Macros in an `@rx` pattern
+ * (`!@rx ^%{tx.allowed_charset}$`, CRS 920480) are expanded per request, as ModSecurity 2.9 does.
  */
 import { BlockList, isIP } from 'node:net';
 import { detectSqli } from './detect-sqli.js';
 import { detectXss } from './detect-xss.js';
 import { PhraseMatcher } from './pm.js';
 import { compileRegex, RegexSetBuilder, type RegexSetMatcher, type RuleRegex } from './regex.js';
-import { type Entry, type ParsedBody, parseCookies, parseUrlEncoded, type WafInput } from './request.js';
-import { EMPTY_VARIABLES } from './seclang/catalog.js';
+import {
+  type Entry,
+  type MultipartFlags,
+  multipartStrictError,
+  type ParsedBody,
+  parseCookies,
+  parseUrlEncoded,
+  type WafInput,
+} from './request.js';
 import type { SourceIssue } from './seclang/lexer.js';
 import {
   type ActionRef,
@@ -116,6 +126,31 @@ function ipList(entries: readonly string[]): BlockList {
 const sqliOf = remembered(detectSqli, 4096, 256);
 const xssOf = remembered(detectXss, 4096, 256);
 
+/**
+ * `@rx` with macros: the pattern is expanded per request and compiled then (a few distinct expansions per rule in
+ * practice, TX settings: kept, at most 32 per rule). A pattern that does not compile never matches (ModSecurity
+ * logs it and goes on); a user pattern must still compile on RE2 (linear time) after expansion.
+ */
+function macroRegex(macro: Macro, capture: boolean, trusted: boolean): Operator {
+  const compiled = new Map<string, RuleRegex | null>();
+  return (v, tx, rule) => {
+    const source = macro(tx, rule);
+    let re = compiled.get(source);
+    if (re === undefined) {
+      const c = compileRegex(source, trusted);
+      re = c.ok ? c.re : null;
+      if (compiled.size >= 32) compiled.clear();
+      compiled.set(source, re);
+    }
+    if (re === null) return false;
+    if (!capture) return re.test(v);
+    const m = re.exec(v);
+    if (m === null) return false;
+    tx.setCaptures(m);
+    return true;
+  };
+}
+
 interface OperatorBuild {
   readonly op: Operator;
   readonly engine?: 're2' | 'v8';
@@ -134,6 +169,7 @@ function compileOperator(
   const argOf = macro === undefined ? () => arg : (tx: Transaction, r: CompiledRule) => macro(tx, r);
   switch (o.name) {
     case 'rx': {
+      if (macro !== undefined) return { op: macroRegex(macro, capture, trusted) };
       const c = compileRegex(arg, trusted);
       if (!c.ok) return `@rx: ${c.error}`;
       const re: RuleRegex = c.re;
@@ -458,6 +494,8 @@ export interface CompiledRule {
   readonly file: string;
   readonly line: number;
   readonly tags: readonly string[];
+  /** `severity`, by name (CRITICAL, ERROR, WARNING, NOTICE, ...), for the audit log. */
+  readonly severity: string | undefined;
   readonly msg: Macro | undefined;
   readonly targets: readonly Target[];
   readonly exclusions: readonly Target[];
@@ -491,6 +529,14 @@ function keyTest(ref: VariableRef): RegExp | undefined {
   } catch {
     return /$^/;
   }
+}
+
+const SEVERITIES = ['EMERGENCY', 'ALERT', 'CRITICAL', 'ERROR', 'WARNING', 'NOTICE', 'INFO', 'DEBUG'];
+
+/** `severity:2` or `severity:'CRITICAL'` → `CRITICAL`. */
+function severityName(v: string): string {
+  const t = v.trim().toUpperCase();
+  return /^[0-7]$/.test(t) ? SEVERITIES[Number(t)]! : t;
 }
 
 interface CompileContext {
@@ -527,6 +573,7 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
   let skipAfter: string | undefined;
   let skip = 0;
   let msg: Macro | undefined;
+  let severity: string | undefined;
   const nDefaults = ast.defaults.length;
   all.forEach((a, i) => {
     const fromDefault = i < nDefaults;
@@ -571,6 +618,9 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
       case 'msg':
         if (!fromDefault && a.value !== undefined) msg = compileMacro(a.value);
         break;
+      case 'severity':
+        if (!fromDefault && a.value !== undefined) severity = severityName(a.value);
+        break;
       case 'setvar': {
         if (fromDefault) break;
         const sv = compileSetVar(a.value ?? '');
@@ -609,6 +659,7 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     file: ast.file,
     line: ast.line,
     tags: ast.tags,
+    severity,
     msg,
     targets,
     exclusions,
@@ -699,6 +750,21 @@ export function compileRuleSet(
 
 // ---------- per request ----------
 
+/** MULTIPART_* flag variables → the parser's flag ('0' when the body was not multipart, as in ModSecurity). */
+const MULTIPART_FLAGS: Readonly<Record<string, keyof MultipartFlags>> = {
+  MULTIPART_UNMATCHED_BOUNDARY: 'unmatchedBoundary',
+  MULTIPART_BOUNDARY_QUOTED: 'boundaryQuoted',
+  MULTIPART_BOUNDARY_WHITESPACE: 'boundaryWhitespace',
+  MULTIPART_DATA_BEFORE: 'dataBefore',
+  MULTIPART_DATA_AFTER: 'dataAfter',
+  MULTIPART_HEADER_FOLDING: 'headerFolding',
+  MULTIPART_LF_LINE: 'lfLine',
+  MULTIPART_MISSING_SEMICOLON: 'missingSemicolon',
+  MULTIPART_INVALID_QUOTING: 'invalidQuoting',
+  MULTIPART_INVALID_PART: 'invalidPart',
+  MULTIPART_INVALID_HEADER_FOLDING: 'invalidHeaderFolding',
+};
+
 /** A target entry: `key` as rules name it (`ARGS:q`), `raw` as received, `lkey` lowercased for selectors. */
 class Named implements Entry {
   readonly key: string;
@@ -734,7 +800,12 @@ const DIGITS = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
 export interface MatchedRule {
   readonly id: number;
   readonly msg: string;
+  /** The matched variable (`ARGS:q`, `REQUEST_HEADERS:user-agent`; a chain's: its last link's). */
   readonly variable: string;
+  /** Its value as the operator saw it (after the rule's transformations): request data, for the audit log only. */
+  readonly value: string;
+  readonly severity: string | undefined;
+  readonly tags: readonly string[];
 }
 
 export interface Interruption {
@@ -978,14 +1049,25 @@ export class Transaction {
       }
       case 'MULTIPART_PART_HEADERS':
         return this.#body?.partHeaders ?? [];
-      case 'MULTIPART_STRICT_ERROR':
-      case 'MULTIPART_UNMATCHED_BOUNDARY':
-        return one(this.#body?.processor === 'MULTIPART' && this.#body.error !== undefined ? '1' : '0');
+      case 'MULTIPART_STRICT_ERROR': {
+        // As ModSecurity: absent unless the body went through the multipart parser.
+        const f = this.#body?.multipart;
+        return f === undefined ? [] : one(multipartStrictError(f) ? '1' : '0');
+      }
+      case 'MULTIPART_CRLF_LF_LINES': {
+        const f = this.#body?.multipart;
+        return one(f?.crlfLine === true && f.lfLine ? '1' : '0');
+      }
+      case 'MULTIPART_FILE_LIMIT_EXCEEDED':
+        // Files are not stored, so there is no file count limit.
+        return one('0');
       case 'REQBODY_PROCESSOR':
         return this.#body === undefined || this.#body.processor === '' ? [] : one(this.#body.processor);
       case 'REQBODY_ERROR':
+      case 'REQBODY_PROCESSOR_ERROR':
         return one(this.#body?.error === undefined ? '0' : '1');
       case 'REQBODY_ERROR_MSG':
+      case 'REQBODY_PROCESSOR_ERROR_MSG':
         return one(this.#body?.error ?? '');
       case 'TX':
         return [...this.#vars()].map(([key, value]) => ({ key, value }));
@@ -1013,9 +1095,11 @@ export class Transaction {
         return one('0');
       case 'TIME_EPOCH':
         return one(String(Math.floor(Date.now() / 1000)));
-      default:
-        if (name in EMPTY_VARIABLES) return [];
+      default: {
+        const flag = MULTIPART_FLAGS[name];
+        if (flag !== undefined) return one(this.#body?.multipart?.[flag] === true ? '1' : '0');
         return [];
+      }
     }
   }
 
@@ -1126,7 +1210,6 @@ export class Transaction {
     for (const c of rule.ctls) c(this);
   }
 
-  /** One link: true when any target matched. Non-disruptive actions run per match on the last link. */
   /**
    * `t`'s value through the rule's transformations. CRS runs the same chains on the same values many times: a
    * value keeps its transformed forms (and their regex hits, see regexHits) for the request.
@@ -1186,7 +1269,8 @@ export class Transaction {
     return true;
   }
 
-  #evalLink(rule: CompiledRule, last: boolean): boolean {
+  /** One link: true when any target matched; its non-disruptive actions run for each matching target. */
+  #evalLink(rule: CompiledRule): boolean {
     if (this.#cannotMatch(rule)) return false;
     let matched = false;
     const lists = rule.targets.length === 0 ? NO_TARGET : this.#targetsOf(rule);
@@ -1201,20 +1285,21 @@ export class Transaction {
         matched = true;
         this.#matchedVar = { key: t.key, value: v };
         this.#matchedVars.push(this.#matchedVar);
-        if (last) this.#runActions(rule);
+        // Every link's own non-disruptive actions, per matching target, at once (ModSecurity v2): a chained rule
+        // reads the TX values its starter set.
+        this.#runActions(rule);
       }
     }
     return matched;
   }
 
+  /** A rule and its chain: true when every link matched (the starter's disruptive and flow actions apply then). */
   #evalRule(rule: CompiledRule): boolean {
     if (this.#matchedVars.length > 0) this.#matchedVars = [];
-    if (!this.#evalLink(rule, rule.chain === undefined)) return false;
-    if (rule.chain === undefined) return true;
+    if (!this.#evalLink(rule)) return false;
     for (let l: CompiledRule | undefined = rule.chain; l !== undefined; l = l.chain) {
-      if (!this.#evalLink(l, l.chain === undefined)) return false;
+      if (!this.#evalLink(l)) return false;
     }
-    this.#runActions(rule);
     return true;
   }
 
@@ -1233,7 +1318,15 @@ export class Transaction {
       if (!('id' in r)) continue;
       if (this.#isRemoved(r) || !this.#evalRule(r)) continue;
       if (r.log && r.msg !== undefined) {
-        this.matched.push({ id: r.id, msg: r.msg(this, r), variable: this.#matchedVar.key });
+        const mv = this.#matchedVar;
+        this.matched.push({
+          id: r.id,
+          msg: r.msg(this, r),
+          variable: mv.key,
+          value: mv.value,
+          severity: r.severity,
+          tags: r.tags,
+        });
       }
       const d = r.disruptive;
       if (d === 'deny' || d === 'drop') {

@@ -7,10 +7,12 @@
  * the access log's `waf` field (with the anomaly score and the blocking rule), never the matched data.
  */
 import { channel } from 'node:diagnostics_channel';
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import { byteSize } from '../../config/primitives.js';
 import type { LocalReply, StageContext, StageResult, WafSummary } from '../../proxy/stage.js';
 import { type PolicyKind, PolicyPhase } from '../policy.js';
+import { AuditSink, auditLine } from './audit.js';
 import { type CompiledRuleSet, compileRuleSet, type EngineMode, Transaction } from './engine.js';
 import { parseBody, type WafInput } from './request.js';
 import type { SourceIssue } from './seclang/lexer.js';
@@ -70,6 +72,29 @@ const schema = z
       .array(z.union([z.number().int().positive(), z.string().regex(/^\d+(-\d+)?$/)]))
       .default([])
       .describe('Rule ids or ranges (`942100`, `"920000-920999"`) to remove: the usual false-positive fix.'),
+    bodyChecks: z
+      .boolean()
+      .optional()
+      .describe(
+        "Refuse (400 `waf_body_invalid`) a body the WAF cannot parse (invalid JSON, malformed multipart) and a multipart body failing ModSecurity's strict checks: rules 200002-200004 of ModSecurity's recommended base configuration. Default: on with a CRS rule set, off with `rules: none`.",
+      ),
+    auditLog: z
+      .strictObject({
+        output: z
+          .string()
+          .min(1)
+          .describe('`stdout`, or a file path (appended to; relative to the config file).'),
+        events: z
+          .enum(['blocked', 'matched'])
+          .default('blocked')
+          .describe(
+            '`blocked`: requests refused (or that would be, in detect mode); `matched`: every request a logged rule matched.',
+          ),
+      })
+      .optional()
+      .describe(
+        'A JSON line per blocked (or matched) request with the matched rules, variables and the first 64 characters of the matched data (credentials masked). Absent: no audit log.',
+      ),
   })
   .describe('Web application firewall: the OWASP Core Rule Set and SecLang rules.');
 
@@ -85,8 +110,30 @@ export interface LoadedRules {
   readonly notes: readonly SourceIssue[];
 }
 
+/** Whether the body checks (rules 200002-200004) run: as configured, else with a CRS rule set. */
+function bodyChecks(c: WafConfig): boolean {
+  return c.bodyChecks ?? c.rules !== 'none';
+}
+
 function rulesKey(c: WafConfig): string {
-  return JSON.stringify([c.rules, c.crsPath, c.extraRules, c.ruleFiles, c.removeRules]);
+  return JSON.stringify([c.rules, c.crsPath, c.extraRules, c.ruleFiles, c.removeRules, bodyChecks(c)]);
+}
+
+/** The body checks' rule ids: a request they refuse is malformed (400 `waf_body_invalid`), not an attack. */
+export const BODY_CHECK_RULES: ReadonlySet<number> = new Set([200002, 200003, 200004]);
+
+/**
+ * The body checks ModSecurity's recommended configuration (modsecurity.conf-recommended) puts before the CRS,
+ * with the same ids so that exclusions written for ModSecurity apply: a body its processor could not parse, a
+ * multipart body that failed strict validation (MULTIPART_STRICT_ERROR), a multipart body with a line that looks
+ * like a boundary and is not one.
+ */
+function bodyChecksText(): string {
+  return [
+    `SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,severity:2,msg:'Request body could not be parsed',logdata:'%{reqbody_error_msg}'"`,
+    `SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,severity:2,msg:'Multipart body failed strict validation'"`,
+    `SecRule MULTIPART_UNMATCHED_BOUNDARY "!@eq 0" "id:200004,phase:2,t:none,log,deny,status:400,severity:2,msg:'Multipart body holds a line like a boundary that is not one'"`,
+  ].join('\n');
 }
 
 /** The CRS setup that crs-setup.conf would make, from the policy fields (the engine mode is the policy's). */
@@ -107,6 +154,10 @@ export function loadRules(c: WafConfig): LoadedRules {
   if (hit !== undefined) return hit;
   const set: RuleSet = emptyRuleSet();
   const trusted = new Set<string>();
+  if (bodyChecks(c)) {
+    parseText(bodyChecksText(), '<body-checks>', set);
+    trusted.add('<body-checks>');
+  }
   if (c.rules !== 'none') {
     parseText(setupText(), '<crs-setup>', set);
     const before = set.items.length;
@@ -179,6 +230,10 @@ export const wafPolicy: PolicyKind<WafConfig> = {
   type: 'waf',
   phase: PolicyPhase.waf,
   schema,
+  resolvePaths: (c, baseDir) =>
+    c.auditLog === undefined || c.auditLog.output === 'stdout'
+      ? c
+      : { ...c, auditLog: { ...c.auditLog, output: resolve(baseDir, c.auditLog.output) } },
   validate(c, ctx) {
     const r = loadRules(c);
     for (const u of r.unsupported.slice(0, 50)) ctx.issue(['rules'], `${u.file}:${u.line}: ${u.message}`);
@@ -201,8 +256,30 @@ export const wafPolicy: PolicyKind<WafConfig> = {
       code: 'waf_blocked',
       detail: `policy ${ctx.name}: request blocked`,
     };
+    const bodyInvalid: LocalReply = {
+      kind: 'error',
+      code: 'waf_body_invalid',
+      detail: `policy ${ctx.name}: request body malformed`,
+    };
     const name = ctx.name;
     const limit = c.maxBodyBytes;
+    const al = c.auditLog;
+    let audit: AuditSink | undefined;
+    if (al !== undefined) {
+      try {
+        audit = ctx.keep(
+          `audit:${al.output}`,
+          () =>
+            new AuditSink(al.output, (err) =>
+              process.emitWarning(`WAF audit log ${al.output}: ${err.message}; audit lines are dropped`),
+            ),
+          (sink) => sink.close(),
+        );
+      } catch (err) {
+        throw new Error(`${ctx.source}.auditLog.output: ${(err as Error).message}`);
+      }
+    }
+    const auditMatched = al?.events === 'matched';
 
     const verdict = (tx: Transaction, sc: StageContext): LocalReply | undefined => {
       const hit = tx.interruption ?? tx.wouldInterrupt;
@@ -211,6 +288,23 @@ export const wafPolicy: PolicyKind<WafConfig> = {
         // CRS 3 sums the inbound score in tx.anomaly_score, CRS 4 in tx.blocking_inbound_anomaly_score.
         const score = Number(tx.get('anomaly_score') ?? tx.get('blocking_inbound_anomaly_score') ?? 0) || 0;
         sc.waf = summary(name, action, score, tx.matched, hit?.ruleId);
+        if (audit !== undefined && (hit !== undefined || auditMatched)) {
+          const ex = sc as { requestId?: string; trace?: { traceId?: string } };
+          audit.write(
+            auditLine({
+              policy: name,
+              route: sc.route?.name,
+              requestId: ex.requestId,
+              traceId: ex.trace?.traceId,
+              method: sc.method,
+              path: sc.path,
+              action,
+              score,
+              blockingRule: hit?.ruleId,
+              matched: tx.matched,
+            }),
+          );
+        }
         if (wafChannel.hasSubscribers) {
           wafChannel.publish({
             route: sc.route?.name,
@@ -223,7 +317,9 @@ export const wafPolicy: PolicyKind<WafConfig> = {
           });
         }
       }
-      return tx.interruption !== undefined ? blocked : undefined;
+      const stop = tx.interruption;
+      if (stop === undefined) return undefined;
+      return BODY_CHECK_RULES.has(stop.ruleId) ? bodyInvalid : blocked;
     };
 
     return {
@@ -251,7 +347,7 @@ export const wafPolicy: PolicyKind<WafConfig> = {
           }
           return peek.then(({ data, complete }) => {
             if (!complete && c.onBodyLimit === 'reject') return blocked;
-            tx.setBody(parseBody(data, ct));
+            tx.setBody(parseBody(data, ct, complete));
             tx.runPhase(2);
             return verdict(tx, sc);
           });
