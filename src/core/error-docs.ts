@@ -1,17 +1,5 @@
 import { ERROR_TYPE_BASE, errorCatalog } from './errors.js';
-
-const GRPC_NAMES: Record<number, string> = {
-  2: 'UNKNOWN',
-  3: 'INVALID_ARGUMENT',
-  4: 'DEADLINE_EXCEEDED',
-  5: 'NOT_FOUND',
-  7: 'PERMISSION_DENIED',
-  8: 'RESOURCE_EXHAUSTED',
-  12: 'UNIMPLEMENTED',
-  13: 'INTERNAL',
-  14: 'UNAVAILABLE',
-  16: 'UNAUTHENTICATED',
-};
+import { GRPC_CODE_NAMES } from './grpc-codes.js';
 
 /** docs/errors.md, generated from the catalog (`npm run docs:errors`); a test fails when the file is stale. */
 export function renderErrorDocs(): string {
@@ -42,7 +30,7 @@ export function renderErrorDocs(): string {
   ];
   for (const [code, spec] of Object.entries(errorCatalog)) {
     lines.push(
-      `| [\`${code}\`](#${code}) | ${spec.status} | ${GRPC_NAMES[spec.grpc] ?? spec.grpc} | ${spec.title} |`,
+      `| [\`${code}\`](#${code}) | ${spec.status} | ${GRPC_CODE_NAMES[spec.grpc] ?? spec.grpc} | ${spec.title} |`,
     );
   }
   lines.push('');

@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { SecureContext } from 'node:tls';
+import { GRPC_CODE_NAMES } from '../core/grpc-codes.js';
 import type { Endpoint } from './endpoint.js';
 import { type HealthEvent, healthChannel } from './events.js';
 
@@ -68,25 +69,6 @@ const MAX_BODY = 64 * 1024;
 const USER_AGENT = 'trellis-health-check';
 
 const SERVING_STATUS = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'];
-const GRPC_CODES = [
-  'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
-];
 
 interface Target {
   ep: Endpoint;
@@ -531,7 +513,7 @@ function grpcProbe(t: Target, o: GrpcOptions, timeout: number, signal: AbortSign
           resolve('no grpc-status');
         } else if (grpcStatus !== '0') {
           const code = Number(grpcStatus);
-          const name = GRPC_CODES[code] ?? grpcStatus;
+          const name = GRPC_CODE_NAMES[code] ?? grpcStatus;
           resolve(
             `grpc-status ${grpcStatus} (${name})${grpcMessage ? `: ${percentDecode(grpcMessage)}` : ''}`,
           );

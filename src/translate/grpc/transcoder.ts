@@ -19,6 +19,7 @@ import {
 } from '@bufbuild/protobuf';
 import protobuf from 'protobufjs';
 import { type ErrorCode, errorCatalog } from '../../core/errors.js';
+import { GRPC_CODE_NAMES } from '../../core/grpc-codes.js';
 import type { LocalReply, StageContext } from '../../proxy/stage.js';
 import type {
   ResponseSink,
@@ -97,25 +98,8 @@ export const GRPC_TO_HTTP: readonly number[] = [
   401, // UNAUTHENTICATED
 ];
 
-export const GRPC_NAMES: readonly string[] = [
-  'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
-];
+/** The gRPC status codes' names, indexed by code. */
+export const GRPC_NAMES = GRPC_CODE_NAMES;
 
 /** HTTP status of a reply without grpc-status → gRPC code (gRPC's "HTTP to gRPC Status Code Mapping"). */
 function grpcOfHttp(status: number): number {
