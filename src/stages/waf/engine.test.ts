@@ -4,9 +4,9 @@
  * remembered per chain without leaking into other chains, `capture` fills TX:0-9 for the rule that reads them, and
  * the set's bounded cache falls back to the rules' own regexes when the set cannot answer.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { type CompiledRuleSet, compileRuleSet, Transaction } from './engine.js';
+import { type CompiledRuleSet, compileRuleSet, planOf, Transaction, unfolded } from './engine.js';
 import { CRS_PATH } from './kind.js';
 import { loadRe2, type RegexSet, RegexSetMatcher } from './regex.js';
 import { parseBody } from './request.js';
@@ -30,6 +30,8 @@ interface RunOptions {
   headers?: Record<string, string>;
   /** The body arrived whole (false: cut at the inspection limit). */
   complete?: boolean;
+  /** Run the rules as written (no compile-time folding). */
+  unfolded?: boolean;
 }
 
 function run(rules: CompiledRuleSet, target: string, opts: RunOptions = {}) {
@@ -45,6 +47,11 @@ function run(rules: CompiledRuleSet, target: string, opts: RunOptions = {}) {
   }
   Object.assign(headers, opts.headers);
   const pl = opts.pl ?? '1';
+  const preset = new Map([
+    ['paranoia_level', pl],
+    ['executing_paranoia_level', pl],
+    ['inbound_anomaly_score_threshold', '5'],
+  ]);
   const tx = new Transaction(
     rules,
     {
@@ -57,11 +64,8 @@ function run(rules: CompiledRuleSet, target: string, opts: RunOptions = {}) {
       remoteAddr: '203.0.113.9',
     },
     'On',
-    new Map([
-      ['paranoia_level', pl],
-      ['executing_paranoia_level', pl],
-      ['inbound_anomaly_score_threshold', '5'],
-    ]),
+    preset,
+    opts.unfolded === true ? unfolded(rules, preset) : planOf(rules, preset),
   );
   tx.runPhase(1);
   if (opts.body !== undefined)
@@ -77,6 +81,48 @@ const outcome = (tx: Transaction) => ({
 });
 
 describe('engine', () => {
+  test('folding keeps every rule whose outcome a request can change, and runs the rest once', () => {
+    const rules = compile(
+      [
+        'SecDefaultAction "phase:1,nolog,pass"',
+        // Request data writes tx.x; a rule reading tx.x after it must run per request.
+        'SecRule ARGS:a "@rx ." "id:1,phase:1,setvar:tx.x=1"',
+        'SecRule TX:x "@eq 1" "id:2,phase:1,setvar:tx.y=1"',
+        // A rule reads tx.z from the request's side; a constant rule after it writes tx.z: it must not move first.
+        'SecRule ARGS:b "@streq %{tx.z}" "id:3,phase:1,setvar:tx.b_was_z=1"',
+        'SecAction "id:4,phase:1,setvar:tx.z=late"',
+        // A constant rule inside the range a request-dependent skip jumps over runs only when not skipped.
+        'SecRule ARGS:skip "@rx ." "id:5,phase:1,skipAfter:END-SKIP"',
+        'SecAction "id:6,phase:1,setvar:tx.w=1"',
+        'SecMarker END-SKIP',
+        // A ctl of a request-dependent rule removes a constant rule after it.
+        'SecRule ARGS:rm "@rx ." "id:7,phase:1,ctl:ruleRemoveById=8"',
+        'SecAction "id:8,phase:1,setvar:tx.v=1"',
+        // Constant all the way: a default, a gate that skips a rule that would block everything.
+        'SecRule &TX:level "@eq 0" "id:9,phase:1,setvar:tx.level=1"',
+        'SecRule TX:level "@lt 2" "id:10,phase:1,skipAfter:END-LEVEL-2"',
+        'SecAction "id:11,phase:1,deny,status:403,log,msg:\'level 2\'"',
+        'SecMarker END-LEVEL-2',
+        'SecRule TX:y|TX:w|TX:v|TX:b_was_z "@eq 1" "id:12,phase:2,log,msg:\'%{matched_var_name}\'"',
+      ].join('\n'),
+    );
+    const plan = planOf(rules, new Map([['paranoia_level', '1']]));
+    // 9 and 10 only: 4 would move before 3, which reads what it writes; a skip or a ctl may pass over 6 and 8.
+    expect(plan.folded).toBe(2);
+    expect(plan.dropped).toBe(1); // 11
+    for (const q of ['', 'a=1', 'b=late', 'b=x', 'skip=1', 'rm=1', 'a=1&skip=1&rm=1&b=late']) {
+      const folded = run(rules, `/p?${q}`);
+      const reference = run(rules, `/p?${q}`, { unfolded: true });
+      expect(outcome(folded), q).toEqual(outcome(reference));
+      expect([...folded.txMap()].sort(), q).toEqual([...reference.txMap()].sort());
+    }
+    expect(run(rules, '/p?a=1').get('y')).toBe('1');
+    expect(run(rules, '/p?skip=1').get('w')).toBeUndefined();
+    expect(run(rules, '/p').get('w')).toBe('1');
+    expect(run(rules, '/p?rm=1').get('v')).toBeUndefined();
+    expect(run(rules, '/p?b=late').get('b_was_z')).toBeUndefined();
+  });
+
   test('one value through rules with different transformation chains: each chain sees its own form', () => {
     for (const regexSet of [true, false]) {
       const rules = compile(
@@ -394,5 +440,62 @@ describe.skipIf(!existsSync(CRS_PATH) || !hasRe2)('engine on the OWASP CRS', () 
     // see nothing).
     expect(blocked).toBeGreaterThan(60);
     for (const id of [930100, 932100, 933100, 941110, 942100, 942190, 949110]) expect(seen).toContain(id);
+  });
+
+  test('folding the rule set for a paranoia level changes no outcome: corpus requests at PL 1, 2 and 4', () => {
+    const corpus = JSON.parse(
+      readFileSync(new URL('../../../test/fixtures/waf-corpus/requests.json', import.meta.url), 'utf8'),
+    ) as { method: string; target: string; headers: [string, string][]; body?: string }[];
+    let blocked = 0;
+    let folded = 0;
+    for (const pl of ['1', '2', '4']) {
+      const preset = new Map([
+        ['paranoia_level', pl],
+        ['executing_paranoia_level', pl],
+        ['inbound_anomaly_score_threshold', '5'],
+      ]);
+      const plan = planOf(withSet, preset);
+      // The CRS's setup and the gates of the levels above `pl` run at compile time, not per request.
+      expect(plan.folded).toBeGreaterThan(60);
+      expect(plan.dropped).toBeGreaterThan(100);
+      folded += plan.folded;
+      const reference = unfolded(withSet, preset);
+      for (const r of corpus) {
+        const q = r.target.indexOf('?');
+        const headers: Record<string, string> = {};
+        for (const [k, v] of r.headers) headers[k.toLowerCase()] = v;
+        const go = (p: typeof plan) => {
+          const tx = new Transaction(
+            withSet,
+            {
+              method: r.method,
+              rawTarget: r.target,
+              path: q < 0 ? r.target : r.target.slice(0, q),
+              query: q < 0 ? '' : r.target.slice(q + 1),
+              protocol: 'HTTP/1.1',
+              headers,
+              remoteAddr: '203.0.113.9',
+            },
+            'On',
+            preset,
+            p,
+          );
+          tx.runPhase(1);
+          if (r.body !== undefined && tx.interruption === undefined)
+            tx.setBody(parseBody(Buffer.from(r.body), headers['content-type'] ?? '', true));
+          tx.runPhase(2);
+          return {
+            blocked: tx.interruption,
+            matched: tx.matched.map((m) => `${m.id} ${m.variable} ${m.msg}`),
+            tx: [...tx.txMap()].sort(([a], [b]) => (a < b ? -1 : 1)),
+          };
+        };
+        const a = go(plan);
+        expect(a, `PL${pl} ${r.method} ${r.target}`).toEqual(go(reference));
+        if (a.blocked !== undefined) blocked++;
+      }
+    }
+    expect(blocked).toBeGreaterThan(600);
+    expect(folded).toBeGreaterThan(250);
   });
 });

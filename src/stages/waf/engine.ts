@@ -14,6 +14,7 @@
 import { BlockList, isIP } from 'node:net';
 import { detectSqli } from './detect-sqli.js';
 import { detectXss } from './detect-xss.js';
+import { foldRuleSet, type Plan } from './fold.js';
 import { PhraseMatcher } from './pm.js';
 import { compileRegex, RegexSetBuilder, type RegexSetMatcher, type RuleRegex } from './regex.js';
 import {
@@ -40,6 +41,24 @@ import { remembered, TRANSFORMS, type Transform } from './transforms.js';
 export type EngineMode = 'On' | 'DetectionOnly' | 'Off';
 
 // ---------- macros ----------
+
+/** A macro's reference: collection (upper case) and key (lower case), as compileMacro splits it. */
+export type MacroRef = readonly [collection: string, key: string | undefined];
+
+/** The `%{...}` references in `s`. */
+export function macroRefs(s: string): MacroRef[] {
+  const out: MacroRef[] = [];
+  for (const m of s.matchAll(/%\{([^}]+)\}/g)) {
+    const ref = m[1]!;
+    const dot = ref.indexOf('.');
+    out.push(
+      dot < 0
+        ? [ref.toUpperCase(), undefined]
+        : [ref.slice(0, dot).toUpperCase(), ref.slice(dot + 1).toLowerCase()],
+    );
+  }
+  return out;
+}
 
 type Macro = (tx: Transaction, rule: CompiledRule) => string;
 
@@ -151,6 +170,22 @@ function macroRegex(macro: Macro, capture: boolean, trusted: boolean): Operator 
   };
 }
 
+/** The captures of a pattern that matches every value whole: TX:0 (and TX:1 for its one group) is the value. */
+function wholeValue(groups: 0 | 1): RuleRegex {
+  return {
+    exec: (s) => Object.assign(groups === 0 ? [s] : [s, s], { index: 0, input: s }) as RegExpExecArray,
+    test: () => true,
+  };
+}
+/** Such patterns (`.` matches newlines: PCRE_DOTALL in ModSecurity, `(?s)` here). */
+const MATCH_ALL = new Map<string, RuleRegex>([
+  ['^.*$', wholeValue(0)],
+  ['^.*', wholeValue(0)],
+  ['.*', wholeValue(0)],
+  ['^(.*)$', wholeValue(1)],
+  ['(.*)', wholeValue(1)],
+]);
+
 interface OperatorBuild {
   readonly op: Operator;
   readonly engine?: 're2' | 'v8';
@@ -196,13 +231,15 @@ function compileOperator(
             return hits === null ? re.test(v) : hits.includes(idx);
           },
         };
+      // `^.*$` (CRS 920450's header names, with DOTALL): the whole value is the match, no regex run for it.
+      const captures = MATCH_ALL.get(arg) ?? re;
       return {
         engine: c.engine,
         setIndex: idx,
         op: (v, tx) => {
           const hits = tx.regexHits(v);
           if (hits === null ? !re.test(v) : !hits.includes(idx)) return false;
-          tx.captureLater(re, v);
+          tx.captureLater(captures, v);
           return true;
         },
       };
@@ -332,9 +369,11 @@ function compileOperator(
 
 // ---------- actions ----------
 
-interface SetVar {
+export interface SetVar {
   readonly collection: string;
   readonly name: Macro;
+  /** The name as written (`tx.%{rule.id}-foo`), for the fold's analysis of what a rule writes. */
+  readonly nameText: string;
   readonly op: 'set' | 'add' | 'sub' | 'delete';
   readonly value: Macro;
 }
@@ -353,9 +392,10 @@ function compileSetVar(s: string): SetVar | string {
   const collection = target.slice(0, dot).toUpperCase();
   if (!['TX', 'IP', 'GLOBAL', 'SESSION', 'USER', 'RESOURCE'].includes(collection))
     return `setvar: unsupported collection ${collection}`;
-  const name = compileMacro(target.slice(dot + 1));
-  if (del) return { collection, name, op: 'delete', value: () => '' };
-  if (eq < 0) return { collection, name, op: 'set', value: () => '1' };
+  const nameText = target.slice(dot + 1);
+  const name = compileMacro(nameText);
+  if (del) return { collection, name, nameText, op: 'delete', value: () => '' };
+  if (eq < 0) return { collection, name, nameText, op: 'set', value: () => '1' };
   let v = t.slice(eq + 1);
   let op: SetVar['op'] = 'set';
   if (v[0] === '+') {
@@ -365,7 +405,7 @@ function compileSetVar(s: string): SetVar | string {
     op = 'sub';
     v = v.slice(1);
   }
-  return { collection, name, op, value: compileMacro(v) };
+  return { collection, name, nameText, op, value: compileMacro(v) };
 }
 
 type Ctl = (tx: Transaction) => void;
@@ -490,6 +530,10 @@ function target(ref: VariableRef, all: readonly VariableRef[]): Target {
 
 export interface CompiledRule {
   readonly id: number;
+  /** The macros its operator argument, setvars and msg read (see fold.ts). */
+  readonly refs: readonly MacroRef[];
+  /** `capture`: a match writes TX:0-9. */
+  readonly capture: boolean;
   readonly phase: number;
   readonly file: string;
   readonly line: number;
@@ -502,6 +546,8 @@ export interface CompiledRule {
   readonly transforms: readonly Transform[];
   /** The transformation chain's index in the rule set (rules with the same chain share it), -1 for none. */
   readonly chainId: number;
+  /** The chain as one function (shared by the rules with the same chain; identity for none). */
+  readonly transformAll: Transform;
   readonly op: Operator;
   /**
    * A non-negated `@rx` in the rule set's RE2.Set: its index there (else -1). Such a rule cannot match when no
@@ -520,6 +566,12 @@ export interface CompiledRule {
   readonly chain: CompiledRule | undefined;
   /** Index in the phase list to continue after when skipAfter fires (-1: none). */
   skipTo: number;
+  /**
+   * For a rule with a setIndex: per target, the index of its (collection, chain) pair in a transaction's table of
+   * the patterns that collection's values hit (see Transaction.#cannotMatch); undefined when some target has no
+   * such pair (TX, a count).
+   */
+  unionKeys: Int32Array | undefined;
 }
 
 function keyTest(ref: VariableRef): RegExp | undefined {
@@ -545,18 +597,33 @@ interface CompileContext {
   readonly rx: RegexSetBuilder;
   /** `file:line` of the patterns that run on V8. */
   readonly v8Patterns: string[];
-  /** Transformation chains by their names (`lowercase,urlDecodeUni`) → index. */
-  readonly chains: Map<string, number>;
+  /** Transformation chains by their names (`lowercase,urlDecodeUni`) → index, and the chain's function. */
+  readonly chains: Map<string, { readonly id: number; readonly run: Transform }>;
 }
 
-function internChain(chains: Map<string, number>, key: string): number {
-  let id = chains.get(key);
-  if (id === undefined) {
-    id = chains.size;
-    chains.set(key, id);
+/** A chain's transformations as one function (shared by the rules that name the same chain). */
+function internChain(
+  cc: CompileContext,
+  key: string,
+  transforms: readonly Transform[],
+): { id: number; run: Transform } {
+  let c = cc.chains.get(key);
+  if (c === undefined) {
+    const all = [...transforms];
+    const run =
+      all.length === 1
+        ? all[0]!
+        : (s: string) => {
+            for (let i = 0; i < all.length; i++) s = all[i]!(s);
+            return s;
+          };
+    c = { id: cc.chains.size, run };
+    cc.chains.set(key, c);
   }
-  return id;
+  return c;
 }
+
+const NO_CHAIN = { id: -1, run: (s: string) => s };
 
 function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined {
   const at = (message: string) => cc.problems.push({ file: ast.file, line: ast.line, message });
@@ -574,6 +641,7 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
   let skip = 0;
   let msg: Macro | undefined;
   let severity: string | undefined;
+  const refs: MacroRef[] = macroRefs(ast.operator.arg);
   const nDefaults = ast.defaults.length;
   all.forEach((a, i) => {
     const fromDefault = i < nDefaults;
@@ -616,7 +684,10 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
         skip = num(a.value ?? '0');
         break;
       case 'msg':
-        if (!fromDefault && a.value !== undefined) msg = compileMacro(a.value);
+        if (!fromDefault && a.value !== undefined) {
+          msg = compileMacro(a.value);
+          refs.push(...macroRefs(a.value));
+        }
         break;
       case 'severity':
         if (!fromDefault && a.value !== undefined) severity = severityName(a.value);
@@ -625,7 +696,10 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
         if (fromDefault) break;
         const sv = compileSetVar(a.value ?? '');
         if (typeof sv === 'string') at(sv);
-        else setvars.push(sv);
+        else {
+          setvars.push(sv);
+          refs.push(...macroRefs(a.value ?? ''));
+        }
         break;
       }
       case 'ctl': {
@@ -650,11 +724,14 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     if (chain === undefined) return undefined;
   }
   if (built.engine === 'v8') cc.v8Patterns.push(`${ast.file}:${ast.line}`);
+  const chain_ = transforms.length === 0 ? NO_CHAIN : internChain(cc, chainNames.join(','), transforms);
   const targets: Target[] = [];
   const exclusions: Target[] = [];
   for (const ref of ast.variables) (ref.exclude ? exclusions : targets).push(target(ref, ast.variables));
   return {
     id: ast.id,
+    refs,
+    capture,
     phase: ast.phase,
     file: ast.file,
     line: ast.line,
@@ -664,7 +741,8 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     targets,
     exclusions,
     transforms,
-    chainId: transforms.length === 0 ? -1 : internChain(cc.chains, chainNames.join(',')),
+    chainId: chain_.id,
+    transformAll: chain_.run,
     op: built.op,
     setIndex: built.setIndex !== undefined && !ast.operator.negated ? built.setIndex : -1,
     negated: ast.operator.negated,
@@ -677,10 +755,11 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     skip,
     chain,
     skipTo: -1,
+    unionKeys: undefined,
   };
 }
 
-type PhaseEntry = CompiledRule | { readonly marker: string };
+export type PhaseEntry = CompiledRule | { readonly marker: string };
 
 export interface CompiledRuleSet {
   /** Phase 1 and 2 lists (markers included, for skipAfter). */
@@ -694,6 +773,12 @@ export interface CompiledRuleSet {
   readonly regexSet: RegexSetMatcher | undefined;
   /** Distinct transformation chains (CompiledRule.chainId < chainCount). */
   readonly chainCount: number;
+  /** The size of a transaction's (collection, chain) table: CompiledRule.unionKeys index it. */
+  readonly unionSize: number;
+  /** Entries per collection slot in that table (chainCount + 1). */
+  readonly unionStride: number;
+  /** Regex hits of short values, across requests. */
+  readonly values: ValueMemo;
 }
 
 /** Compiles phases 1 and 2 (response phases are parsed and validated, never run). */
@@ -706,7 +791,7 @@ export function compileRuleSet(
   const phases: PhaseEntry[][] = [[], [], []];
   const v8Patterns: string[] = [];
   const rx = new RegexSetBuilder();
-  const chains = new Map<string, number>();
+  const chains: CompileContext['chains'] = new Map();
   let ruleCount = 0;
   for (const it of set.items) {
     if (it.kind === 'marker') {
@@ -736,7 +821,21 @@ export function compileRuleSet(
       e.skipTo = j;
     });
   }
+  // (collection slot, chain) pairs: slot × stride + chainId + 1.
+  const stride = chains.size + 1;
+  for (const list of phases)
+    for (const e of list) {
+      if (!('id' in e)) continue;
+      for (let l: CompiledRule | undefined = e; l !== undefined; l = l.chain) {
+        if (l.setIndex < 0 || l.targets.length === 0) continue;
+        if (l.targets.some((t) => t.slot < 0 || t.count)) continue;
+        l.unionKeys = Int32Array.from(l.targets, (t) => t.slot * stride + l!.chainId + 1);
+      }
+    }
   return {
+    values: new ValueMemo(),
+    unionSize: SLOTS.size * stride,
+    unionStride: stride,
     phases,
     ruleCount,
     v8Patterns,
@@ -765,18 +864,50 @@ const MULTIPART_FLAGS: Readonly<Record<string, keyof MultipartFlags>> = {
   MULTIPART_INVALID_HEADER_FOLDING: 'invalidHeaderFolding',
 };
 
+/**
+ * The rule set's regex hits on one value, by transformation chain: index chainId + 1 (0 for the value as is), null
+ * when the set could not answer.
+ */
+interface ValueInfo {
+  readonly hits: (readonly number[] | null | undefined)[];
+  /** By chainId: the chain leaves the value as it is. */
+  readonly unchanged: (boolean | undefined)[];
+}
+
+/**
+ * The hits of short values (header values, argument names and values up to 128 characters) remembered across
+ * requests: an API's traffic repeats them, and then a value costs one map lookup per request instead of one
+ * transformation and set lookup per chain. Two generations of at most 4,096 values each (the young one replaces
+ * the old one when full), so memory stays bounded (a few MB) whatever the traffic.
+ */
+export class ValueMemo {
+  #young = new Map<string, ValueInfo>();
+  #old = new Map<string, ValueInfo>();
+
+  get(s: string): ValueInfo {
+    if (s.length > 128) return { hits: [], unchanged: [] };
+    let info = this.#young.get(s);
+    if (info !== undefined) return info;
+    info = this.#old.get(s) ?? { hits: [], unchanged: [] };
+    if (this.#young.size >= 4096) {
+      this.#old = this.#young;
+      this.#young = new Map();
+    }
+    this.#young.set(s, info);
+    return info;
+  }
+}
+
 /** A target entry: `key` as rules name it (`ARGS:q`), `raw` as received, `lkey` lowercased for selectors. */
 class Named implements Entry {
   readonly key: string;
   readonly raw: string;
   readonly lkey: string;
   readonly value: string;
-  /**
-   * Work done on this value for this request, by transformation chain (CompiledRule.chainId): the transformed
-   * value, and the rule set's regex hits on it (index chainId + 1; 0 for the value as is).
-   */
+  /** The value transformed, by transformation chain (CompiledRule.chainId), for this request. */
   transformed: (string | undefined)[] | undefined = undefined;
-  hits: (readonly number[] | null | undefined)[] | undefined = undefined;
+  /** The rule set's regex hits on it (shared by the requests that send the same short value); see ValueMemo. */
+  info: ValueInfo | undefined = undefined;
 
   constructor(name: string, x: Entry) {
     this.key = x.key === '' ? name : `${name}:${x.key}`;
@@ -788,11 +919,12 @@ class Named implements Entry {
 
 const NO_TARGET: readonly (readonly Entry[])[] = [[{ key: '', value: '' }]];
 const NO_NAMED: readonly Named[] = [];
-const NO_BITS = new Uint8Array(0);
-/** A collection without values: no pattern hit. */
-const UNION_EMPTY = -1;
-/** The set could not answer for some value: every rule runs. */
-const UNION_UNKNOWN = -2;
+// A transaction's (collection, chain) table: not computed yet, no value hits any pattern, the set could not
+// answer for some value (every rule runs), or the pattern indexes hit, in #unionHits at (entry - UNION_ROW).
+const UNION_NOT_YET = 0;
+const UNION_NONE = 1;
+const UNION_UNKNOWN = 2;
+const UNION_ROW = 3;
 const TX_COUNT_0: readonly Entry[] = [{ key: '&TX', value: '0' }];
 const TX_COUNT_1: readonly Entry[] = [{ key: '&TX', value: '1' }];
 const DIGITS = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
@@ -813,10 +945,51 @@ export interface Interruption {
   readonly ruleId: number;
 }
 
+const plans = new WeakMap<
+  CompiledRuleSet,
+  { byMap: WeakMap<ReadonlyMap<string, string>, Plan>; byContent: Map<string, Plan> }
+>();
+const TEMPLATE_INPUT: WafInput = {
+  method: 'GET',
+  rawTarget: '/',
+  path: '/',
+  query: '',
+  protocol: 'HTTP/1.1',
+  headers: {},
+  remoteAddr: '0.0.0.0',
+};
+
+/** The rule set as written: no rule folded (the template's, and tests' reference). */
+export function unfolded(rules: CompiledRuleSet, preset: ReadonlyMap<string, string>): Plan {
+  return { phases: rules.phases, tx: preset, folded: 0, dropped: 0 };
+}
+
+/** `rules` folded for `preset` (see fold.ts), once per rule set and preset map. */
+export function planOf(rules: CompiledRuleSet, preset: ReadonlyMap<string, string>): Plan {
+  let cache = plans.get(rules);
+  if (cache === undefined) plans.set(rules, (cache = { byMap: new WeakMap(), byContent: new Map() }));
+  let plan = cache.byMap.get(preset);
+  if (plan !== undefined) return plan;
+  // A policy keeps one preset map; a caller that makes a map per transaction still plans once per content.
+  const key = JSON.stringify([...preset]);
+  plan = cache.byContent.get(key);
+  if (plan === undefined) {
+    plan = foldRuleSet(rules, () => {
+      const t = new Transaction(rules, TEMPLATE_INPUT, 'On', preset, unfolded(rules, preset));
+      return { evaluate: (r) => t.foldRule(r), test: (r) => t.testLink(r), tx: () => t.txMap() };
+    });
+    if (cache.byContent.size >= 64) cache.byContent.clear();
+    cache.byContent.set(key, plan);
+  }
+  cache.byMap.set(preset, plan);
+  return plan;
+}
+
 export class Transaction {
   readonly input: WafInput;
   readonly #rules: CompiledRuleSet;
-  readonly #tx = new Map<string, string>();
+  readonly #plan: Plan;
+  readonly #tx: Map<string, string>;
   #pendingCapture: { readonly re: RuleRegex; readonly v: string } | undefined;
   /** TX as targets, until TX next changes. */
   #txNamed: readonly Named[] | undefined;
@@ -828,24 +1001,12 @@ export class Transaction {
   #current: Named | undefined;
   #currentSlot = 0;
   /**
-   * Per collection slot and chain (chainId + 1): where the row of the set's patterns any of its values hits
-   * starts in #unionBits (one byte per pattern), or UNION_EMPTY / UNION_UNKNOWN.
+   * Per collection slot and chain (CompiledRule.unionKeys): whether any of its values hits a pattern of the set,
+   * and which (#unionHits); see UNION_ROW.
    */
-  #unions: ((number | undefined)[] | undefined)[] = [];
-  #unionBits = NO_BITS;
-  #unionUsed = 0;
+  #unionAt: Int32Array | undefined = undefined;
+  #unionHits: (readonly number[] | Uint8Array)[] | undefined = undefined;
 
-  /** A zeroed row of `size` bytes in #unionBits (grown by doubling: a few allocations per request at most). */
-  #unionRow(size: number): number {
-    if (this.#unionUsed + size > this.#unionBits.length) {
-      const grown = new Uint8Array(Math.max(size * 64, this.#unionBits.length * 2));
-      grown.set(this.#unionBits);
-      this.#unionBits = grown;
-    }
-    const at = this.#unionUsed;
-    this.#unionUsed += size;
-    return at;
-  }
   #body: ParsedBody | undefined;
   engine: EngineMode;
   #removed: ((r: CompiledRule) => boolean)[] | undefined;
@@ -862,11 +1023,31 @@ export class Transaction {
     input: WafInput,
     engine: EngineMode,
     preset: ReadonlyMap<string, string>,
+    plan: Plan = planOf(rules, preset),
   ) {
     this.#rules = rules;
+    this.#plan = plan;
     this.input = input;
     this.engine = engine;
-    for (const [k, v] of preset) this.#tx.set(k, v);
+    this.#tx = new Map(plan.tx);
+  }
+
+  /** Folding: runs one rule as it is (true when it and its chain matched, non-disruptive actions applied). */
+  foldRule(r: CompiledRule): boolean {
+    return this.#evalRule(r);
+  }
+
+  /** Folding: whether the rule's first link matches, without running any of its actions. */
+  testLink(r: CompiledRule): boolean {
+    const lists = r.targets.length === 0 ? NO_TARGET : this.#targetsOf(r);
+    for (const targets of lists)
+      for (const t of targets) if (r.op(this.#transform(t, r), this, r) !== r.negated) return true;
+    return false;
+  }
+
+  /** Folding: TX as the rules left it. */
+  txMap(): ReadonlyMap<string, string> {
+    return this.#vars();
   }
 
   get(name: string): string | undefined {
@@ -893,7 +1074,12 @@ export class Transaction {
     for (let slot = 0; slot < this.#namedCache.length; slot++) {
       if (BEFORE_BODY[slot] === true) continue;
       this.#namedCache[slot] = undefined;
-      this.#unions[slot] = undefined;
+    }
+    const at = this.#unionAt;
+    if (at !== undefined) {
+      const stride = this.#rules.unionStride;
+      for (let slot = 0; slot * stride < at.length; slot++)
+        if (BEFORE_BODY[slot] !== true) at.fill(UNION_NOT_YET, slot * stride, (slot + 1) * stride);
     }
   }
 
@@ -905,12 +1091,14 @@ export class Transaction {
     const set = this.#rules.regexSet;
     if (set === undefined) return null;
     const cur = this.#current;
+    if (cur === undefined) return set.match(v);
+    const info = (cur.info ??= this.#rules.values.get(cur.value));
     const slot = this.#currentSlot;
-    const known = cur?.hits?.[slot];
-    if (known !== undefined) return known;
-    // Short values (names, header values) go through the rule set's bounded cache, shared by requests.
-    const hits = set.match(v);
-    if (cur !== undefined) (cur.hits ??= [])[slot] = hits;
+    let hits = info.hits[slot];
+    if (hits === undefined) {
+      hits = set.match(v);
+      info.hits[slot] = hits;
+    }
     return hits;
   }
 
@@ -1222,10 +1410,15 @@ export class Transaction {
       const memo = named === undefined ? undefined : (named.transformed ??= []);
       const done = memo?.[cid];
       if (done !== undefined) v = done;
+      else if (named === undefined) v = rule.transformAll(v);
       else {
-        const transforms = rule.transforms;
-        for (let i = 0; i < transforms.length; i++) v = transforms[i]!(v);
-        if (memo !== undefined) memo[cid] = v;
+        // Most chains leave a clean value as it is: that much is remembered across requests (no string kept).
+        const info = (named.info ??= this.#rules.values.get(v));
+        if (info.unchanged[cid] !== true) {
+          v = rule.transformAll(v);
+          if (v === named.value) info.unchanged[cid] = true;
+        }
+        memo![cid] = v;
       }
     }
     this.#current = named;
@@ -1239,34 +1432,62 @@ export class Transaction {
    * gathered once per chain and request (the values' hits are kept for the rules that do run).
    */
   #cannotMatch(rule: CompiledRule): boolean {
-    const set = this.#rules.regexSet;
-    if (rule.setIndex < 0 || set === undefined) return false;
-    const targets = rule.targets;
-    if (targets.length === 0) return false;
-    for (let i = 0; i < targets.length; i++) {
-      const t = targets[i]!;
-      if (t.slot < 0 || t.count) return false;
-      const perChain = (this.#unions[t.slot] ??= []);
-      let at = perChain[rule.chainId + 1];
-      if (at === undefined) {
-        const all = this.#named(t);
-        at = all.length === 0 ? UNION_EMPTY : this.#unionRow(set.size);
-        for (const e of all) {
-          const hits = this.regexHits(this.#transform(e, rule));
-          this.#current = undefined;
-          if (hits === null) {
-            at = UNION_UNKNOWN;
-            break;
-          }
-          const bits = this.#unionBits;
-          for (let h = 0; h < hits.length; h++) bits[at + hits[h]!] = 1;
-        }
-        perChain[rule.chainId + 1] = at;
+    const keys = rule.unionKeys;
+    if (keys === undefined || this.#rules.regexSet === undefined) return false;
+    const at = (this.#unionAt ??= new Int32Array(this.#rules.unionSize));
+    const idx = rule.setIndex;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      let u = at[k]!;
+      if (u === UNION_NOT_YET) u = this.#union(k, rule.targets[i]!, rule);
+      if (u === UNION_UNKNOWN) return false;
+      if (u >= UNION_ROW) {
+        const hit = this.#unionHits![u - UNION_ROW]!;
+        if (hit instanceof Uint8Array ? hit[idx] === 1 : hit.includes(idx)) return false;
       }
-      if (at === UNION_UNKNOWN || (at !== UNION_EMPTY && this.#unionBits[at + rule.setIndex] === 1))
-        return false;
     }
     return true;
+  }
+
+  /** The patterns any value of `t`'s collection hits after `rule`'s transformations, into the table at `k`. */
+  #union(k: number, t: Target, rule: CompiledRule): number {
+    const all = this.#named(t);
+    let u = UNION_NONE;
+    let union: readonly number[] | Uint8Array | undefined;
+    const slot = rule.chainId + 1;
+    const memo = this.#rules.values;
+    for (let i = 0; i < all.length; i++) {
+      const e = all[i]!;
+      const info = (e.info ??= memo.get(e.value));
+      let hits = info.hits[slot];
+      if (hits === undefined) {
+        hits = this.regexHits(this.#transform(e, rule));
+        this.#current = undefined;
+        info.hits[slot] = hits;
+      }
+      if (hits === null) {
+        u = UNION_UNKNOWN;
+        break;
+      }
+      if (hits.length === 0) continue;
+      // One value's hits are kept as they are (shared); more values' go into a byte per pattern.
+      if (union === undefined) union = hits;
+      else {
+        if (!(union instanceof Uint8Array)) {
+          const bits = new Uint8Array(this.#rules.regexSet!.size);
+          for (let h = 0; h < union.length; h++) bits[union[h]!] = 1;
+          union = bits;
+        }
+        for (let h = 0; h < hits.length; h++) union[hits[h]!] = 1;
+      }
+    }
+    if (u !== UNION_UNKNOWN && union !== undefined) {
+      const lists = (this.#unionHits ??= []);
+      u = lists.length + UNION_ROW;
+      lists.push(union);
+    }
+    this.#unionAt![k] = u;
+    return u;
   }
 
   /** One link: true when any target matched; its non-disruptive actions run for each matching target. */
@@ -1312,7 +1533,7 @@ export class Transaction {
   /** Runs one phase's rules; stops at an interruption or an allow. */
   runPhase(phase: 1 | 2): void {
     if (this.engine === 'Off' || this.interruption !== undefined || this.#allowed) return;
-    const list = this.#rules.phases[phase]!;
+    const list = this.#plan.phases[phase]!;
     for (let i = 0; i < list.length; i++) {
       const r = list[i]!;
       if (!('id' in r)) continue;
