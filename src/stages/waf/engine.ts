@@ -571,7 +571,7 @@ export interface CompiledRule {
    * the patterns that collection's values hit (see Transaction.#cannotMatch); undefined when some target has no
    * such pair (TX, a count).
    */
-  unionKeys: Int32Array | undefined;
+  unionKeys: readonly number[] | undefined;
 }
 
 function keyTest(ref: VariableRef): RegExp | undefined {
@@ -775,8 +775,8 @@ export interface CompiledRuleSet {
   readonly chainCount: number;
   /** The size of a transaction's (collection, chain) table: CompiledRule.unionKeys index it. */
   readonly unionSize: number;
-  /** Entries per collection slot in that table (chainCount + 1). */
-  readonly unionStride: number;
+  /** The entries of that table for collections the request body changes (cleared when it arrives). */
+  readonly unionAfterBody: readonly number[];
   /** Regex hits of short values, across requests. */
   readonly values: ValueMemo;
 }
@@ -821,21 +821,32 @@ export function compileRuleSet(
       e.skipTo = j;
     });
   }
-  // (collection slot, chain) pairs: slot × stride + chainId + 1.
-  const stride = chains.size + 1;
+  // The (collection slot, chain) pairs the rules read, numbered densely.
+  const pairs = new Map<string, number>();
+  const afterBody: number[] = [];
   for (const list of phases)
     for (const e of list) {
       if (!('id' in e)) continue;
       for (let l: CompiledRule | undefined = e; l !== undefined; l = l.chain) {
         if (l.setIndex < 0 || l.targets.length === 0) continue;
         if (l.targets.some((t) => t.slot < 0 || t.count)) continue;
-        l.unionKeys = Int32Array.from(l.targets, (t) => t.slot * stride + l!.chainId + 1);
+        const chainId = l.chainId;
+        l.unionKeys = l.targets.map((t) => {
+          const key = `${t.slot} ${chainId}`;
+          let k = pairs.get(key);
+          if (k === undefined) {
+            k = pairs.size;
+            pairs.set(key, k);
+            if (BEFORE_BODY[t.slot] !== true) afterBody.push(k);
+          }
+          return k;
+        });
       }
     }
   return {
     values: new ValueMemo(),
-    unionSize: SLOTS.size * stride,
-    unionStride: stride,
+    unionSize: pairs.size,
+    unionAfterBody: afterBody,
     phases,
     ruleCount,
     v8Patterns,
@@ -919,6 +930,18 @@ class Named implements Entry {
 
 const NO_TARGET: readonly (readonly Entry[])[] = [[{ key: '', value: '' }]];
 const NO_NAMED: readonly Named[] = [];
+// Merging hit lists without duplicates: a pattern is in the list being built when its stamp is that list's.
+// Shared by every transaction (the merge is synchronous), grown to the largest set.
+let stamps = new Int32Array(0);
+let stampNow = 0;
+function nextStamp(size: number): number {
+  if (stamps.length < size || stampNow === 0x7fffffff) {
+    stamps = new Int32Array(Math.max(size, stamps.length));
+    stampNow = 0;
+  }
+  return ++stampNow;
+}
+
 // A transaction's (collection, chain) table: not computed yet, no value hits any pattern, the set could not
 // answer for some value (every rule runs), or the pattern indexes hit, in #unionHits at (entry - UNION_ROW).
 const UNION_NOT_YET = 0;
@@ -1004,8 +1027,8 @@ export class Transaction {
    * Per collection slot and chain (CompiledRule.unionKeys): whether any of its values hits a pattern of the set,
    * and which (#unionHits); see UNION_ROW.
    */
-  #unionAt: Int32Array | undefined = undefined;
-  #unionHits: (readonly number[] | Uint8Array)[] | undefined = undefined;
+  #unionAt: number[] | undefined = undefined;
+  #unionHits: (readonly number[])[] | undefined = undefined;
 
   #body: ParsedBody | undefined;
   engine: EngineMode;
@@ -1077,9 +1100,8 @@ export class Transaction {
     }
     const at = this.#unionAt;
     if (at !== undefined) {
-      const stride = this.#rules.unionStride;
-      for (let slot = 0; slot * stride < at.length; slot++)
-        if (BEFORE_BODY[slot] !== true) at.fill(UNION_NOT_YET, slot * stride, (slot + 1) * stride);
+      const after = this.#rules.unionAfterBody;
+      for (let i = 0; i < after.length; i++) at[after[i]!] = UNION_NOT_YET;
     }
   }
 
@@ -1434,17 +1456,15 @@ export class Transaction {
   #cannotMatch(rule: CompiledRule): boolean {
     const keys = rule.unionKeys;
     if (keys === undefined || this.#rules.regexSet === undefined) return false;
-    const at = (this.#unionAt ??= new Int32Array(this.#rules.unionSize));
+    // A plain array (small integers, on the heap): typed arrays past 64 bytes cost an off-heap allocation.
+    const at = (this.#unionAt ??= new Array<number>(this.#rules.unionSize).fill(UNION_NOT_YET));
     const idx = rule.setIndex;
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i]!;
       let u = at[k]!;
       if (u === UNION_NOT_YET) u = this.#union(k, rule.targets[i]!, rule);
       if (u === UNION_UNKNOWN) return false;
-      if (u >= UNION_ROW) {
-        const hit = this.#unionHits![u - UNION_ROW]!;
-        if (hit instanceof Uint8Array ? hit[idx] === 1 : hit.includes(idx)) return false;
-      }
+      if (u >= UNION_ROW && this.#unionHits![u - UNION_ROW]!.includes(idx)) return false;
     }
     return true;
   }
@@ -1453,7 +1473,9 @@ export class Transaction {
   #union(k: number, t: Target, rule: CompiledRule): number {
     const all = this.#named(t);
     let u = UNION_NONE;
-    let union: readonly number[] | Uint8Array | undefined;
+    let union: readonly number[] | undefined;
+    let own: number[] | undefined;
+    let stamp = 0;
     const slot = rule.chainId + 1;
     const memo = this.#rules.values;
     for (let i = 0; i < all.length; i++) {
@@ -1470,15 +1492,20 @@ export class Transaction {
         break;
       }
       if (hits.length === 0) continue;
-      // One value's hits are kept as they are (shared); more values' go into a byte per pattern.
+      // One value's hits are kept as they are (shared); more values' are merged (clean values hit few patterns).
       if (union === undefined) union = hits;
       else {
-        if (!(union instanceof Uint8Array)) {
-          const bits = new Uint8Array(this.#rules.regexSet!.size);
-          for (let h = 0; h < union.length; h++) bits[union[h]!] = 1;
-          union = bits;
+        if (own === undefined) {
+          union = own = [...union];
+          stamp = nextStamp(this.#rules.regexSet!.size);
+          for (let h = 0; h < own.length; h++) stamps[own[h]!] = stamp;
         }
-        for (let h = 0; h < hits.length; h++) union[hits[h]!] = 1;
+        for (let h = 0; h < hits.length; h++) {
+          const x = hits[h]!;
+          if (stamps[x] === stamp) continue;
+          stamps[x] = stamp;
+          own.push(x);
+        }
       }
     }
     if (u !== UNION_UNKNOWN && union !== undefined) {
