@@ -188,6 +188,8 @@ const MATCH_ALL = new Map<string, RuleRegex>([
 
 interface OperatorBuild {
   readonly op: Operator;
+  /** Its answer depends on the value alone (no macro, no capture): remembered per value (ValueInfo.ops). */
+  readonly pure?: boolean;
   readonly engine?: 're2' | 'v8';
   /** An `@rx` in the rule set's RE2.Set: its index there. */
   readonly setIndex?: number;
@@ -250,6 +252,7 @@ function compileOperator(
       const phrases = o.data ?? arg.split(/\s+/).filter((x) => x !== '');
       const pm = new PhraseMatcher(phrases);
       return {
+        pure: !capture,
         op: (v, tx) => {
           const found = pm.find(v);
           if (found === undefined) return false;
@@ -325,6 +328,7 @@ function compileOperator(
     case 'validateByteRange': {
       const ok = byteRanges(arg);
       return {
+        pure: true,
         op: (v) => {
           for (let i = 0; i < v.length; i++) {
             const c = v.charCodeAt(i);
@@ -336,6 +340,7 @@ function compileOperator(
     }
     case 'validateUrlEncoding':
       return {
+        pure: true,
         op: (v) => {
           for (let i = v.indexOf('%'); i >= 0; i = v.indexOf('%', i + 1)) {
             if (!/^[0-9a-fA-F]{2}$/.test(v.slice(i + 1, i + 3))) return true;
@@ -344,9 +349,10 @@ function compileOperator(
         },
       };
     case 'validateUtf8Encoding':
-      return { op: (v) => !validUtf8(v) };
+      return { pure: true, op: (v) => !validUtf8(v) };
     case 'detectSQLi':
       return {
+        pure: !capture,
         op: (v, tx) => {
           const r = sqliOf(v);
           if (r === undefined) return false;
@@ -355,7 +361,7 @@ function compileOperator(
         },
       };
     case 'detectXSS':
-      return { op: (v) => xssOf(v) };
+      return { pure: true, op: (v) => xssOf(v) };
     case 'unconditionalMatch':
       return { op: () => true };
     case 'noMatch':
@@ -554,6 +560,9 @@ export interface CompiledRule {
    * value of its collections hits the pattern, which the transaction knows per collection and chain.
    */
   readonly setIndex: number;
+  /** A pure operator (see OperatorBuild.pure): its index in ValueInfo.ops (else -1), set by compileRuleSet. */
+  pureIndex: number;
+  readonly pure: boolean;
   readonly negated: boolean;
   readonly setvars: readonly SetVar[];
   readonly ctls: readonly Ctl[];
@@ -745,6 +754,8 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     transformAll: chain_.run,
     op: built.op,
     setIndex: built.setIndex !== undefined && !ast.operator.negated ? built.setIndex : -1,
+    pure: built.pure === true,
+    pureIndex: -1,
     negated: ast.operator.negated,
     setvars,
     ctls,
@@ -821,6 +832,14 @@ export function compileRuleSet(
       e.skipTo = j;
     });
   }
+  // Pure operators, numbered (ValueInfo.ops).
+  let pure = 0;
+  for (const list of phases)
+    for (const e of list) {
+      if (!('id' in e)) continue;
+      for (let l: CompiledRule | undefined = e; l !== undefined; l = l.chain)
+        if (l.pure) l.pureIndex = pure++;
+    }
   // The (collection slot, chain) pairs the rules read, numbered densely.
   const pairs = new Map<string, number>();
   const afterBody: number[] = [];
@@ -881,6 +900,8 @@ const MULTIPART_FLAGS: Readonly<Record<string, keyof MultipartFlags>> = {
  */
 interface ValueInfo {
   readonly hits: (readonly number[] | null | undefined)[];
+  /** By CompiledRule.pureIndex: the pure operator's answer on the value through the rule's chain. */
+  readonly ops: (boolean | undefined)[];
   /** By chainId: the chain leaves the value as it is. */
   readonly unchanged: (boolean | undefined)[];
 }
@@ -896,10 +917,10 @@ export class ValueMemo {
   #old = new Map<string, ValueInfo>();
 
   get(s: string): ValueInfo {
-    if (s.length > 128) return { hits: [], unchanged: [] };
+    if (s.length > 128) return { hits: [], ops: [], unchanged: [] };
     let info = this.#young.get(s);
     if (info !== undefined) return info;
-    info = this.#old.get(s) ?? { hits: [], unchanged: [] };
+    info = this.#old.get(s) ?? { hits: [], ops: [], unchanged: [] };
     if (this.#young.size >= 4096) {
       this.#old = this.#young;
       this.#young = new Map();
@@ -1526,10 +1547,21 @@ export class Transaction {
       const targets = lists[l]!;
       for (let k = 0; k < targets.length; k++) {
         const t = targets[k]!;
-        const v = this.#transform(t, rule);
-        const hit = rule.op(v, this, rule);
+        let hit: boolean;
+        const pi = rule.pureIndex;
+        if (pi >= 0 && t instanceof Named) {
+          // A pure operator's answer on a value seen before: no transformation, no operator.
+          const info = (t.info ??= this.#rules.values.get(t.value));
+          const known = info.ops[pi];
+          if (known !== undefined && known === rule.negated) continue;
+          const v = this.#transform(t, rule);
+          hit = known ?? rule.op(v, this, rule);
+          info.ops[pi] = hit;
+        } else hit = rule.op(this.#transform(t, rule), this, rule);
         this.#current = undefined;
         if (hit === rule.negated) continue;
+        const v = this.#transform(t, rule);
+        this.#current = undefined;
         matched = true;
         this.#matchedVar = { key: t.key, value: v };
         this.#matchedVars.push(this.#matchedVar);
