@@ -21,7 +21,7 @@
 import type { CompiledRule, CompiledRuleSet, PhaseEntry, Transaction } from './engine.js';
 
 export interface Plan {
-  /** Phase 1 and 2 lists (index 0 unused) without the folded and unreachable rules; markers kept. */
+  /** Phase 1 and 2 lists (index 0 unused): the rules left, their skips resolved to indexes (no markers). */
   readonly phases: readonly (readonly PhaseEntry[])[];
   /** TX as every request starts it: the presets and the folded rules' setvars. */
   readonly tx: ReadonlyMap<string, string>;
@@ -203,11 +203,8 @@ export function foldRuleSet(
     let conditionalUntil = -1;
     for (let i = 0; i < list.length; i++) {
       const e = list[i]!;
-      if (!('id' in e)) {
-        kept[p]!.push(e);
-        origin[p]!.push(i);
-        continue;
-      }
+      // Markers are only skip targets: the kept rules' targets become indexes below.
+      if (!('id' in e)) continue;
       visited++;
       const f = factsOf(e);
       const fold =
