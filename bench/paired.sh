@@ -9,7 +9,8 @@
 #   bench/paired.sh bench/trellis-telemetry-off.yaml bench/trellis-telemetry.yaml 15 3
 #
 # Usage: bench/paired.sh CONFIG_A CONFIG_B [PAIRS=15] [SECONDS=3] [PATH=/]
-# HOST=name sends that Host header (wrk sends the address otherwise, which CRS rule 920350 flags).
+# HEADERS='Name: value|Name: value' adds request header fields (wrk sends only Host, the address: CRS rule 920350
+# flags a numeric Host, so bench/waf runs send a name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 N=${3:-15} S=${4:-3} P=${5:-/}
@@ -32,7 +33,9 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port pid
   local c0 c1 text
   c0=$(cpu "$3")
-  text=$(taskset -c 0 wrk -t1 -c50 -d"${S}s" ${HOST:+-H "Host: $HOST"} "http://127.0.0.1:$2$P")
+  local h=() f
+  if [ -n "${HEADERS:-}" ]; then IFS='|' read -ra f <<<"$HEADERS"; for x in "${f[@]}"; do h+=(-H "$x"); done; fi
+  text=$(taskset -c 0 wrk -t1 -c50 -d"${S}s" "${h[@]}" "http://127.0.0.1:$2$P")
   c1=$(cpu "$3")
   echo "$1 $(echo "$text" | awk '/Requests\/sec/{print $2}') $(echo "$text" | awk '/requests in/{print $1}') $c0 $c1"
 }

@@ -951,6 +951,16 @@ class Named implements Entry {
 
 const NO_TARGET: readonly (readonly Entry[])[] = [[{ key: '', value: '' }]];
 const NO_NAMED: readonly Named[] = [];
+const NO_LISTS: readonly (readonly Entry[])[] = [];
+
+/** The entries named `key` (lowercase): no new array when none or all are. */
+function withKey(all: readonly Named[], key: string): readonly Named[] {
+  let n = 0;
+  for (let i = 0; i < all.length; i++) if (all[i]!.lkey === key) n++;
+  if (n === 0) return NO_NAMED;
+  if (n === all.length) return all;
+  return all.filter((x) => x.lkey === key);
+}
 // Merging hit lists without duplicates: a pattern is in the list being built when its stamp is that list's.
 // Shared by every transaction (the merge is synchronous), grown to the largest set.
 let stamps = new Int32Array(0);
@@ -1336,7 +1346,8 @@ export class Transaction {
 
   /** The rule's targets: lists of entries (a collection's own list when nothing is filtered out). */
   #targetsOf(rule: CompiledRule): readonly (readonly Entry[])[] {
-    const out: (readonly Entry[])[] = [];
+    // Allocated when a target has entries (for many rules, on a clean request, none has).
+    let out: (readonly Entry[])[] | undefined;
     let extra: VariableRef[] | undefined;
     if (this.#removedTargets !== undefined) {
       for (const rt of this.#removedTargets)
@@ -1349,8 +1360,8 @@ export class Transaction {
       if (t.txKey !== undefined && plain) {
         // The common CRS read (TX:paranoia_level, &TX:x): a map lookup, no collection built.
         const v = this.#vars().get(t.txKey);
-        if (t.count) out.push(v === undefined ? TX_COUNT_0 : TX_COUNT_1);
-        else if (v !== undefined) out.push([{ key: t.txName, value: v }]);
+        if (t.count) (out ??= []).push(v === undefined ? TX_COUNT_0 : TX_COUNT_1);
+        else if (v !== undefined) (out ??= []).push([{ key: t.txName, value: v }]);
         continue;
       }
       if (t.name === 'TX' && t.keyRegex !== undefined && plain && !t.count) {
@@ -1359,24 +1370,24 @@ export class Transaction {
         let sel: Entry[] | undefined;
         for (const [key, value] of this.#vars())
           if (re.test(key)) (sel ??= []).push({ key: `TX:${key}`, value });
-        if (sel !== undefined) out.push(sel);
+        if (sel !== undefined) (out ??= []).push(sel);
         continue;
       }
       const all = this.#named(t);
       if (all.length === 0 && !t.count) continue;
       let sel: readonly Named[] = all;
       const key = t.key;
-      if (key !== undefined) sel = all.filter((x) => x.lkey === key);
+      if (key !== undefined) sel = withKey(all, key);
       else if (t.keyRegex !== undefined) sel = all.filter((x) => t.keyRegex!.test(x.raw));
       if (extra !== undefined || t.excludable)
         sel = sel.filter((x) => !this.#excluded(rule, t.name, x, extra));
       if (t.count) {
-        out.push([{ key: `&${t.name}`, value: String(sel.length) }]);
+        (out ??= []).push([{ key: `&${t.name}`, value: String(sel.length) }]);
         continue;
       }
-      if (sel.length > 0) out.push(sel);
+      if (sel.length > 0) (out ??= []).push(sel);
     }
-    return out;
+    return out ?? NO_LISTS;
   }
 
   /**
