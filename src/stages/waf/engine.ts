@@ -14,7 +14,7 @@
 import { BlockList, isIP } from 'node:net';
 import { detectSqli } from './detect-sqli.js';
 import { detectXss } from './detect-xss.js';
-import { foldRuleSet, type Plan } from './fold.js';
+import { foldRuleSet, type Plan, withLocals } from './fold.js';
 import { PhraseMatcher } from './pm.js';
 import { compileRegex, RegexSetBuilder, type RegexSetMatcher, type RuleRegex } from './regex.js';
 import {
@@ -576,11 +576,13 @@ export interface CompiledRule {
   /** Index in the phase list to continue after when skipAfter fires (-1: none). */
   skipTo: number;
   /**
-   * For a rule with a setIndex: per target, the index of its (collection, chain) pair in a transaction's table of
-   * the patterns that collection's values hit (see Transaction.#cannotMatch); undefined when some target has no
-   * such pair (TX, a count).
+   * A link whose match on a request is the OR of its operator over its collections' values, each through its
+   * chain (a pure operator or an `@rx` of the set, every target a collection): its index in a transaction's
+   * may-match marks (see Transaction.#mayMatch), else -1. Set by compileRuleSet.
    */
-  unionKeys: readonly number[] | undefined;
+  localIndex: number;
+  /** Such a link's collection slots (each once). */
+  localSlots: readonly number[];
 }
 
 function keyTest(ref: VariableRef): RegExp | undefined {
@@ -766,7 +768,8 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     skip,
     chain,
     skipTo: -1,
-    unionKeys: undefined,
+    localIndex: -1,
+    localSlots: [],
   };
 }
 
@@ -784,10 +787,11 @@ export interface CompiledRuleSet {
   readonly regexSet: RegexSetMatcher | undefined;
   /** Distinct transformation chains (CompiledRule.chainId < chainCount). */
   readonly chainCount: number;
-  /** The size of a transaction's (collection, chain) table: CompiledRule.unionKeys index it. */
-  readonly unionSize: number;
-  /** The entries of that table for collections the request body changes (cleared when it arrives). */
-  readonly unionAfterBody: readonly number[];
+  /** Links with a localIndex (0 to localCount - 1). */
+  readonly localCount: number;
+  /** By collection slot: the local links that read it, and a target that names it (for Transaction.#named). */
+  readonly slotLinks: readonly (readonly CompiledRule[] | undefined)[];
+  readonly slotTargets: readonly (Target | undefined)[];
   /** Regex hits of short values, across requests. */
   readonly values: ValueMemo;
 }
@@ -840,32 +844,33 @@ export function compileRuleSet(
       for (let l: CompiledRule | undefined = e; l !== undefined; l = l.chain)
         if (l.pure) l.pureIndex = pure++;
     }
-  // The (collection slot, chain) pairs the rules read, numbered densely.
-  const pairs = new Map<string, number>();
-  const afterBody: number[] = [];
+  // Local links (see CompiledRule.localIndex), and per collection slot the ones that read it.
+  let local = 0;
+  const slotLinks: CompiledRule[][] = [];
+  const slotTargets: Target[] = [];
   for (const list of phases)
     for (const e of list) {
       if (!('id' in e)) continue;
-      for (let l: CompiledRule | undefined = e; l !== undefined; l = l.chain) {
-        if (l.setIndex < 0 || l.targets.length === 0) continue;
+      // Starters only: a chained link runs after its starter matched (rare), marking it for every value is waste.
+      {
+        const l = e;
+        if (l.targets.length === 0 || (!l.pure && l.setIndex < 0)) continue;
         if (l.targets.some((t) => t.slot < 0 || t.count)) continue;
-        const chainId = l.chainId;
-        l.unionKeys = l.targets.map((t) => {
-          const key = `${t.slot} ${chainId}`;
-          let k = pairs.get(key);
-          if (k === undefined) {
-            k = pairs.size;
-            pairs.set(key, k);
-            if (BEFORE_BODY[t.slot] !== true) afterBody.push(k);
-          }
-          return k;
-        });
+        l.localIndex = local++;
+        l.localSlots = [...new Set(l.targets.map((t) => t.slot))];
+        const link: CompiledRule = l;
+        for (const t of link.targets) {
+          slotTargets[t.slot] ??= t;
+          const links: CompiledRule[] = (slotLinks[t.slot] ??= []);
+          if (links[links.length - 1] !== link) links.push(link);
+        }
       }
     }
   return {
     values: new ValueMemo(),
-    unionSize: pairs.size,
-    unionAfterBody: afterBody,
+    localCount: local,
+    slotLinks,
+    slotTargets,
     phases,
     ruleCount,
     v8Patterns,
@@ -902,6 +907,8 @@ interface ValueInfo {
   readonly hits: (readonly number[] | null | undefined)[];
   /** By CompiledRule.pureIndex: the pure operator's answer on the value through the rule's chain. */
   readonly ops: (boolean | undefined)[];
+  /** By collection slot: the local links (CompiledRule.localIndex) the value matches there. */
+  readonly links: (readonly number[] | undefined)[];
   /** By chainId: the chain leaves the value as it is. */
   readonly unchanged: (boolean | undefined)[];
 }
@@ -917,10 +924,10 @@ export class ValueMemo {
   #old = new Map<string, ValueInfo>();
 
   get(s: string): ValueInfo {
-    if (s.length > 128) return { hits: [], ops: [], unchanged: [] };
+    if (s.length > 128) return { hits: [], ops: [], links: [], unchanged: [] };
     let info = this.#young.get(s);
     if (info !== undefined) return info;
-    info = this.#old.get(s) ?? { hits: [], ops: [], unchanged: [] };
+    info = this.#old.get(s) ?? { hits: [], ops: [], links: [], unchanged: [] };
     if (this.#young.size >= 4096) {
       this.#old = this.#young;
       this.#young = new Map();
@@ -961,24 +968,8 @@ function withKey(all: readonly Named[], key: string): readonly Named[] {
   if (n === all.length) return all;
   return all.filter((x) => x.lkey === key);
 }
-// Merging hit lists without duplicates: a pattern is in the list being built when its stamp is that list's.
-// Shared by every transaction (the merge is synchronous), grown to the largest set.
-let stamps = new Int32Array(0);
-let stampNow = 0;
-function nextStamp(size: number): number {
-  if (stamps.length < size || stampNow === 0x7fffffff) {
-    stamps = new Int32Array(Math.max(size, stamps.length));
-    stampNow = 0;
-  }
-  return ++stampNow;
-}
-
-// A transaction's (collection, chain) table: not computed yet, no value hits any pattern, the set could not
-// answer for some value (every rule runs), or the pattern indexes hit, in #unionHits at (entry - UNION_ROW).
-const UNION_NOT_YET = 0;
-const UNION_NONE = 1;
-const UNION_UNKNOWN = 2;
-const UNION_ROW = 3;
+/** A value no local link can match (in some collection). */
+const NO_LINKS: readonly number[] = [];
 const TX_COUNT_0: readonly Entry[] = [{ key: '&TX', value: '0' }];
 const TX_COUNT_1: readonly Entry[] = [{ key: '&TX', value: '1' }];
 const DIGITS = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
@@ -1015,7 +1006,7 @@ const TEMPLATE_INPUT: WafInput = {
 
 /** The rule set as written: no rule folded (the template's, and tests' reference). */
 export function unfolded(rules: CompiledRuleSet, preset: ReadonlyMap<string, string>): Plan {
-  return { phases: rules.phases, tx: preset, folded: 0, dropped: 0 };
+  return withLocals(rules.phases, preset, 0, 0);
 }
 
 /** `rules` folded for `preset` (see fold.ts), once per rule set and preset map. */
@@ -1054,12 +1045,10 @@ export class Transaction {
   /** The target entry the running operator reads, and the slot of its transformed form (see Named.hits). */
   #current: Named | undefined;
   #currentSlot = 0;
-  /**
-   * Per collection slot and chain (CompiledRule.unionKeys): whether any of its values hits a pattern of the set,
-   * and which (#unionHits); see UNION_ROW.
-   */
-  #unionAt: number[] | undefined = undefined;
-  #unionHits: (readonly number[])[] | undefined = undefined;
+  /** By CompiledRule.localIndex: 1 when some value of its collections may match the link (see #mayMatch). */
+  #marks: number[] | undefined = undefined;
+  /** By collection slot: 1 when its values' marks are in #marks. */
+  #slotsDone: number[] | undefined = undefined;
 
   #body: ParsedBody | undefined;
   engine: EngineMode;
@@ -1129,11 +1118,10 @@ export class Transaction {
       if (BEFORE_BODY[slot] === true) continue;
       this.#namedCache[slot] = undefined;
     }
-    const at = this.#unionAt;
-    if (at !== undefined) {
-      const after = this.#rules.unionAfterBody;
-      for (let i = 0; i < after.length; i++) at[after[i]!] = UNION_NOT_YET;
-    }
+    // The body's collections are marked again (the marks only grow: a link marked before stays so, and runs).
+    const done = this.#slotsDone;
+    if (done !== undefined)
+      for (let slot = 0; slot < done.length; slot++) if (BEFORE_BODY[slot] !== true) done[slot] = 0;
   }
 
   /**
@@ -1481,77 +1469,69 @@ export class Transaction {
   }
 
   /**
-   * A non-negated `@rx` whose pattern no value of its collections hits (after its transformations) cannot
-   * match: one check per collection instead of one per value. The patterns each collection's values hit are
-   * gathered once per chain and request (the values' hits are kept for the rules that do run).
+   * Whether some value of a local link's collections may match it (false: it cannot, and is skipped). Each
+   * collection's values are marked once per request: per value (and collection) the local links it matches, known
+   * across requests for short values (ValueInfo.links), so a request that repeats known values costs one lookup per
+   * value instead of one operator per rule and value. Selectors and exclusions are applied when the link runs.
    */
-  #cannotMatch(rule: CompiledRule): boolean {
-    const keys = rule.unionKeys;
-    if (keys === undefined || this.#rules.regexSet === undefined) return false;
-    // A plain array (small integers, on the heap): typed arrays past 64 bytes cost an off-heap allocation.
-    const at = (this.#unionAt ??= new Array<number>(this.#rules.unionSize).fill(UNION_NOT_YET));
-    const idx = rule.setIndex;
-    for (let i = 0; i < keys.length; i++) {
-      const k = keys[i]!;
-      let u = at[k]!;
-      if (u === UNION_NOT_YET) u = this.#union(k, rule.targets[i]!, rule);
-      if (u === UNION_UNKNOWN) return false;
-      if (u >= UNION_ROW && this.#unionHits![u - UNION_ROW]!.includes(idx)) return false;
-    }
-    return true;
+  #mayMatch(rule: CompiledRule): boolean {
+    const slots = rule.localSlots;
+    const done = (this.#slotsDone ??= []);
+    for (let i = 0; i < slots.length; i++) if (done[slots[i]!] !== 1) this.#markSlot(slots[i]!);
+    return this.#marks![rule.localIndex] === 1;
   }
 
-  /** The patterns any value of `t`'s collection hits after `rule`'s transformations, into the table at `k`. */
-  #union(k: number, t: Target, rule: CompiledRule): number {
-    const all = this.#named(t);
-    let u = UNION_NONE;
-    let union: readonly number[] | undefined;
-    let own: number[] | undefined;
-    let stamp = 0;
-    const slot = rule.chainId + 1;
+  #markSlot(slot: number): void {
+    this.#slotsDone![slot] = 1;
+    const marks = (this.#marks ??= new Array<number>(this.#rules.localCount).fill(0));
+    const all = this.#named(this.#rules.slotTargets[slot]!);
     const memo = this.#rules.values;
     for (let i = 0; i < all.length; i++) {
       const e = all[i]!;
       const info = (e.info ??= memo.get(e.value));
-      let hits = info.hits[slot];
-      if (hits === undefined) {
-        hits = this.regexHits(this.#transform(e, rule));
-        this.#current = undefined;
-        info.hits[slot] = hits;
+      let list = info.links[slot];
+      if (list === undefined) {
+        list = this.#linksMatching(e, this.#rules.slotLinks[slot]!);
+        info.links[slot] = list;
       }
-      if (hits === null) {
-        u = UNION_UNKNOWN;
-        break;
-      }
-      if (hits.length === 0) continue;
-      // One value's hits are kept as they are (shared); more values' are merged (clean values hit few patterns).
-      if (union === undefined) union = hits;
-      else {
-        if (own === undefined) {
-          union = own = [...union];
-          stamp = nextStamp(this.#rules.regexSet!.size);
-          for (let h = 0; h < own.length; h++) stamps[own[h]!] = stamp;
-        }
-        for (let h = 0; h < hits.length; h++) {
-          const x = hits[h]!;
-          if (stamps[x] === stamp) continue;
-          stamps[x] = stamp;
-          own.push(x);
-        }
-      }
+      for (let k = 0; k < list.length; k++) marks[list[k]!] = 1;
     }
-    if (u !== UNION_UNKNOWN && union !== undefined) {
-      const lists = (this.#unionHits ??= []);
-      u = lists.length + UNION_ROW;
-      lists.push(union);
+  }
+
+  /** The local links (of one collection) whose operator matches `e` through their chain. */
+  #linksMatching(e: Named, links: readonly CompiledRule[]): readonly number[] {
+    let out: number[] | undefined;
+    const info = e.info!;
+    for (let i = 0; i < links.length; i++) {
+      const l = links[i]!;
+      let m: boolean;
+      if (l.setIndex >= 0) {
+        const slot = l.chainId + 1;
+        let hits = info.hits[slot];
+        if (hits === undefined) {
+          hits = this.regexHits(this.#transform(e, l));
+          this.#current = undefined;
+          info.hits[slot] = hits;
+        }
+        // The set could not answer: the link runs its own regex.
+        m = hits === null || hits.includes(l.setIndex);
+      } else {
+        let r = info.ops[l.pureIndex];
+        if (r === undefined) {
+          r = l.op(this.#transform(e, l), this, l);
+          this.#current = undefined;
+          info.ops[l.pureIndex] = r;
+        }
+        m = r !== l.negated;
+      }
+      if (m) (out ??= []).push(l.localIndex);
     }
-    this.#unionAt![k] = u;
-    return u;
+    return out ?? NO_LINKS;
   }
 
   /** One link: true when any target matched; its non-disruptive actions run for each matching target. */
   #evalLink(rule: CompiledRule): boolean {
-    if (this.#cannotMatch(rule)) return false;
+    if (rule.localIndex >= 0 && !this.#mayMatch(rule)) return false;
     let matched = false;
     const lists = rule.targets.length === 0 ? NO_TARGET : this.#targetsOf(rule);
     for (let l = 0; l < lists.length; l++) {
@@ -1603,8 +1583,18 @@ export class Transaction {
   /** Runs one phase's rules; stops at an interruption or an allow. */
   runPhase(phase: 1 | 2): void {
     if (this.engine === 'Off' || this.interruption !== undefined || this.#allowed) return;
-    const list = this.#plan.phases[phase]!;
+    const plan = this.#plan;
+    const list = plan.phases[phase]!;
+    // The values of every collection the phase's local rules read are marked first; then a local rule no value
+    // may match is passed over by its index alone, without touching the rule.
+    const slots = plan.localSlots[phase]!;
+    const done = (this.#slotsDone ??= []);
+    for (let i = 0; i < slots.length; i++) if (done[slots[i]!] !== 1) this.#markSlot(slots[i]!);
+    const marks = this.#marks;
+    const localAt = plan.localAt[phase]!;
     for (let i = 0; i < list.length; i++) {
+      const li = localAt[i]!;
+      if (li >= 0 && marks![li] !== 1) continue;
       const r = list[i]!;
       if (!('id' in r)) continue;
       if (this.#isRemoved(r) || !this.#evalRule(r)) continue;

@@ -28,6 +28,28 @@ export interface Plan {
   /** Rules folded (ran here) and rules dropped (skipped by a folded rule, or never matching). */
   readonly folded: number;
   readonly dropped: number;
+  /** Per phase and list position: the rule's CompiledRule.localIndex (-1: none, or a marker). */
+  readonly localAt: readonly (readonly number[])[];
+  /** Per phase: the collection slots its local rules read (marked when the phase starts). */
+  readonly localSlots: readonly (readonly number[])[];
+}
+
+/** A plan's phase lists with what a transaction reads of them per position (Plan.localAt, Plan.localSlots). */
+export function withLocals(
+  phases: readonly (readonly PhaseEntry[])[],
+  tx: ReadonlyMap<string, string>,
+  folded: number,
+  dropped: number,
+): Plan {
+  const localAt: number[][] = [];
+  const localSlots: number[][] = [];
+  phases.forEach((list, p) => {
+    localAt[p] = list.map((e) => ('id' in e ? e.localIndex : -1));
+    const slots = new Set<number>();
+    for (const e of list) if ('id' in e && e.localIndex >= 0) for (const s of e.localSlots) slots.add(s);
+    localSlots[p] = [...slots];
+  });
+  return { phases, tx, folded, dropped, localAt, localSlots };
 }
 
 /** What a non-folded rule may write: exact TX keys, key prefixes (macro names), or anything. */
@@ -251,5 +273,5 @@ export function foldRuleSet(
       return { ...e, skip: 0, skipTo: to >= list.length ? kept[p]!.length : j };
     });
   }
-  return { phases, tx: new Map(tpl.tx()), folded, dropped: set.ruleCount - visited + dead };
+  return withLocals(phases, new Map(tpl.tx()), folded, set.ruleCount - visited + dead);
 }
