@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Paired A/B of two Trellis configs on this VM, whose speed drifts too much between the rounds of `npm run bench`
 # to resolve a few percent: both gateways run at once (one worker each, pinned to core 1), and wrk (core 0) loads
-# them in turn for SECONDS each, PAIRS times. Prints the median of the per-pair ratios B/A for req/s and for the
-# gateways' CPU per request (read from /proc), and the ratio of the medians. The upstream (bench/upstream.js) and
+# them in turn for SECONDS each, PAIRS times, in alternating order (use an even PAIRS). Prints the median of the
+# per-pair ratios B/A for req/s and for the gateways' CPU per request (read from /proc), and the ratio of the
+# medians. The upstream (bench/upstream.js) and
 # the OTLP sink (bench/harness/otlp-sink.js) run on core 0 for the time of the run.
 #
 #   npm run build
@@ -40,9 +41,16 @@ run() { # name port pid
   echo "$1 $(echo "$text" | awk '/Requests\/sec/{print $2}') $(echo "$text" | awk '/requests in/{print $1}') $c0 $c1"
 }
 run A "$pa" "$ga" >/dev/null; run B "$pb" "$gb" >/dev/null # warm-up
+# The order alternates (A B, B A, ...): whichever runs second in a pair measures a few percent slower here (an A/A
+# run in fixed order gave 0.94), so a fixed order would bias every ratio against B.
 for i in $(seq 1 "$N"); do
-  echo "$i $(run A "$pa" "$ga")" >>"$out"
-  echo "$i $(run B "$pb" "$gb")" >>"$out"
+  if [ $((i % 2)) -eq 1 ]; then
+    echo "$i $(run A "$pa" "$ga")" >>"$out"
+    echo "$i $(run B "$pb" "$gb")" >>"$out"
+  else
+    echo "$i $(run B "$pb" "$gb")" >>"$out"
+    echo "$i $(run A "$pa" "$ga")" >>"$out"
+  fi
 done
 node - "$out" <<'JS'
 const rows = require('node:fs').readFileSync(process.argv[2], 'utf8').trim().split('\n').map((l) => l.split(' '));
