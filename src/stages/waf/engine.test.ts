@@ -123,6 +123,50 @@ describe('engine', () => {
     expect(run(rules, '/p?b=late').get('b_was_z')).toBeUndefined();
   });
 
+  test('folding leaves alone a rule a ctl may change, and MATCHED_VAR read before a match', () => {
+    const same = (text: string, queries: string[]) => {
+      const rules = compile(text);
+      for (const q of queries) {
+        const folded = run(rules, `/p?${q}`);
+        const reference = run(rules, `/p?${q}`, { unfolded: true });
+        expect(folded.interruption, q).toEqual(reference.interruption);
+        expect(outcome(folded), q).toEqual(outcome(reference));
+      }
+      return rules;
+    };
+    // A removed `&TX:foo` target counts 0: rule 3 matches although its first link reads only constants.
+    const removed = same(
+      [
+        'SecAction "id:1,phase:1,pass,nolog,setvar:tx.foo=1"',
+        'SecRule ARGS:x "@streq y" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=3;TX:foo"',
+        'SecRule &TX:foo "@eq 0" "id:3,phase:1,deny,status:403"',
+      ].join('\n'),
+      ['x=y', 'x=n'],
+    );
+    expect(run(removed, '/p?x=y').interruption?.ruleId).toBe(3);
+    // MATCHED_VAR in an operator is the previous match's value: request data.
+    const matched = same(
+      [
+        'SecAction "id:10,phase:1,pass,nolog,setvar:tx.foo=evil"',
+        'SecRule ARGS "@rx ^evil$" "id:11,phase:1,pass,nolog"',
+        'SecRule TX:foo "@streq %{MATCHED_VAR}" "id:12,phase:1,pass,nolog,setvar:tx.hit=1"',
+        'SecRule TX:hit "@eq 1" "id:13,phase:1,deny,status:403"',
+      ].join('\n'),
+      ['a=evil', 'a=good'],
+    );
+    expect(run(matched, '/p?a=evil').interruption?.ruleId).toBe(13);
+    // A rule reading MATCHED_VAR as its target reads the last match, which a folded rule's would hide.
+    const target = same(
+      [
+        'SecAction "id:20,phase:1,pass,nolog,setvar:tx.foo=attack"',
+        'SecRule TX:foo "@rx attack" "id:21,phase:1,pass,nolog"',
+        'SecRule MATCHED_VAR "@rx attack" "id:22,phase:1,deny,status:403"',
+      ].join('\n'),
+      ['a=1'],
+    );
+    expect(run(target, '/p?a=1').interruption?.ruleId).toBe(22);
+  });
+
   test('one value through rules with different transformation chains: each chain sees its own form', () => {
     for (const regexSet of [true, false]) {
       const rules = compile(

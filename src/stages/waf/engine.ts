@@ -538,6 +538,8 @@ export interface CompiledRule {
   readonly id: number;
   /** The macros its operator argument, setvars and msg read (see fold.ts). */
   readonly refs: readonly MacroRef[];
+  /** Those of its operator argument alone (read before the rule's own match sets MATCHED_VAR). */
+  readonly opRefs: readonly MacroRef[];
   /** `capture`: a match writes TX:0-9. */
   readonly capture: boolean;
   readonly phase: number;
@@ -652,7 +654,8 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
   let skip = 0;
   let msg: Macro | undefined;
   let severity: string | undefined;
-  const refs: MacroRef[] = macroRefs(ast.operator.arg);
+  const opRefs = macroRefs(ast.operator.arg);
+  const refs: MacroRef[] = [...opRefs];
   const nDefaults = ast.defaults.length;
   all.forEach((a, i) => {
     const fromDefault = i < nDefaults;
@@ -742,6 +745,7 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
   return {
     id: ast.id,
     refs,
+    opRefs,
     capture,
     phase: ast.phase,
     file: ast.file,

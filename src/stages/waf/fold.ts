@@ -15,8 +15,14 @@
  *   kept rule's ctl may remove (the ctl is run on a probe to see which rules it removes), is not folded.
  * - Folding moves a rule's writes to the start of the request: a rule that writes a key a kept rule before it
  *   reads or writes is not folded (that rule must see the older value).
+ * - A rule dropped because its first link reads only constants and does not match must not be one a kept rule's
+ *   ctl may change (a removed `&TX:x` target turns a count to 0).
+ * - MATCHED_VAR read by an operator is the previous match's: such a rule is not folded, and a rule set where a
+ *   rule reads it before its own match (none in the CRS) is not folded at all (folded matches would be hidden).
  * Anything the analysis cannot name (a whole-TX or `TX:/regex/` read, a macro of another collection) makes the
- * rule non-foldable, never the reverse.
+ * rule non-foldable, never the reverse. One visible difference remains, by design: the folded rules' setvars are
+ * in TX from the start, so a request stopped early (a deny, `allow`, `ctl:ruleEngine=Off`) ends with TX defaults
+ * it would not have set as written; no verdict or score reads them (the score is 0 either way).
  */
 import type { CompiledRule, CompiledRuleSet, PhaseEntry, Transaction } from './engine.js';
 
@@ -121,6 +127,9 @@ function txOnlyReads(l: CompiledRule): string[] | undefined {
     if (coll === 'TX' && key !== undefined) reads.push(key);
     else if (coll !== 'RULE' && coll !== 'MATCHED_VAR' && coll !== 'MATCHED_VAR_NAME') return undefined;
   }
+  // MATCHED_VAR in the operator is the previous match's (another rule's): request data. In actions it is the
+  // link's own match, of the TX values it read.
+  if (l.opRefs.some(([coll]) => coll.startsWith('MATCHED'))) return undefined;
   return reads;
 }
 
@@ -210,6 +219,16 @@ export function foldRuleSet(
     tx(): ReadonlyMap<string, string>;
   },
 ): Plan {
+  // A rule that reads MATCHED_VAR(S) before its own match reads the last matching rule's: folding would hide the
+  // folded rules' matches from it. No CRS rule does; a rule set with one is run as written.
+  for (const p of [1, 2])
+    for (const e of set.phases[p]!)
+      if (
+        'id' in e &&
+        (e.targets.some((t) => t.name.startsWith('MATCHED')) ||
+          e.opRefs.some(([c]) => c.startsWith('MATCHED')))
+      )
+        return withLocals(set.phases, template().tx(), 0, 0);
   const tpl = template();
   const kept: PhaseEntry[][] = [[], [], []];
   const origin: number[][] = [[], [], []];
@@ -235,7 +254,13 @@ export function foldRuleSet(
         !written.meets(f.reads) &&
         !touched.meets([...f.writes.exact]) &&
         !removals.some((t) => t(e));
-      if (!fold && f.startReads !== undefined && i > conditionalUntil && !written.meets(f.startReads)) {
+      if (
+        !fold &&
+        f.startReads !== undefined &&
+        i > conditionalUntil &&
+        !written.meets(f.startReads) &&
+        !removals.some((t) => t(e))
+      ) {
         // Its first link reads constants only: when it does not match here, it never does (nor does its chain).
         if (!tpl.test(e)) {
           dead++;
