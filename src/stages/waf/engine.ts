@@ -15,6 +15,7 @@ import { BlockList, isIP } from 'node:net';
 import { detectSqli } from './detect-sqli.js';
 import { detectXss } from './detect-xss.js';
 import { foldRuleSet, type Plan, withLocals } from './fold.js';
+import { type MacroRef, macroParts } from './macros.js';
 import { PhraseMatcher } from './pm.js';
 import { compileRegex, RegexSetBuilder, type RegexSetMatcher, type RuleRegex } from './regex.js';
 import {
@@ -42,43 +43,19 @@ export type EngineMode = 'On' | 'DetectionOnly' | 'Off';
 
 // ---------- macros ----------
 
-/** A macro's reference: collection (upper case) and key (lower case), as compileMacro splits it. */
-export type MacroRef = readonly [collection: string, key: string | undefined];
-
 /** The `%{...}` references in `s`. */
-export function macroRefs(s: string): MacroRef[] {
-  const out: MacroRef[] = [];
-  for (const m of s.matchAll(/%\{([^}]+)\}/g)) {
-    const ref = m[1]!;
-    const dot = ref.indexOf('.');
-    out.push(
-      dot < 0
-        ? [ref.toUpperCase(), undefined]
-        : [ref.slice(0, dot).toUpperCase(), ref.slice(dot + 1).toLowerCase()],
-    );
-  }
-  return out;
+function macroRefs(s: string): MacroRef[] {
+  return macroParts(s).filter((p): p is MacroRef => typeof p !== 'string');
 }
 
 type Macro = (tx: Transaction, rule: CompiledRule) => string;
 
 function compileMacro(s: string): Macro {
   if (s.indexOf('%{') < 0) return () => s;
-  const parts: (string | string[])[] = [];
-  let last = 0;
-  for (const m of s.matchAll(/%\{([^}]+)\}/g)) {
-    if (m.index > last) parts.push(s.slice(last, m.index));
-    const ref = m[1]!;
-    const dot = ref.indexOf('.');
-    parts.push(
-      dot < 0 ? [ref.toUpperCase()] : [ref.slice(0, dot).toUpperCase(), ref.slice(dot + 1).toLowerCase()],
-    );
-    last = m.index + m[0].length;
-  }
-  if (last < s.length) parts.push(s.slice(last));
+  const parts = macroParts(s);
   return (tx, rule) => {
     let out = '';
-    for (const p of parts) out += typeof p === 'string' ? p : tx.macroValue(p[0]!, p[1], rule);
+    for (const p of parts) out += typeof p === 'string' ? p : tx.macroValue(p[0], p[1], rule);
     return out;
   };
 }
@@ -551,7 +528,6 @@ export interface CompiledRule {
   readonly msg: Macro | undefined;
   readonly targets: readonly Target[];
   readonly exclusions: readonly Target[];
-  readonly transforms: readonly Transform[];
   /** The transformation chain's index in the rule set (rules with the same chain share it), -1 for none. */
   readonly chainId: number;
   /** The chain as one function (shared by the rules with the same chain; identity for none). */
@@ -580,7 +556,7 @@ export interface CompiledRule {
   /**
    * A link whose match on a request is the OR of its operator over its collections' values, each through its
    * chain (a pure operator or an `@rx` of the set, every target a collection): its index in a transaction's
-   * may-match marks (see Transaction.#mayMatch), else -1. Set by compileRuleSet.
+   * may-match marks (see Transaction.#markSlots), else -1. Starters only. Set by compileRuleSet.
    */
   localIndex: number;
   /** Such a link's collection slots (each once). */
@@ -755,7 +731,6 @@ function compileRule(ast: RuleAst, cc: CompileContext): CompiledRule | undefined
     msg,
     targets,
     exclusions,
-    transforms,
     chainId: chain_.id,
     transformAll: chain_.run,
     op: built.op,
@@ -856,18 +831,14 @@ export function compileRuleSet(
     for (const e of list) {
       if (!('id' in e)) continue;
       // Starters only: a chained link runs after its starter matched (rare), marking it for every value is waste.
-      {
-        const l = e;
-        if (l.targets.length === 0 || (!l.pure && l.setIndex < 0)) continue;
-        if (l.targets.some((t) => t.slot < 0 || t.count)) continue;
-        l.localIndex = local++;
-        l.localSlots = [...new Set(l.targets.map((t) => t.slot))];
-        const link: CompiledRule = l;
-        for (const t of link.targets) {
-          slotTargets[t.slot] ??= t;
-          const links: CompiledRule[] = (slotLinks[t.slot] ??= []);
-          if (links[links.length - 1] !== link) links.push(link);
-        }
+      if (e.targets.length === 0 || (!e.pure && e.setIndex < 0)) continue;
+      if (e.targets.some((t) => t.slot < 0 || t.count)) continue;
+      e.localIndex = local++;
+      e.localSlots = [...new Set(e.targets.map((t) => t.slot))];
+      for (const t of e.targets) {
+        slotTargets[t.slot] ??= t;
+        const links = (slotLinks[t.slot] ??= []);
+        if (links[links.length - 1] !== e) links.push(e);
       }
     }
   return {
@@ -917,6 +888,10 @@ interface ValueInfo {
   readonly unchanged: (boolean | undefined)[];
 }
 
+function newValueInfo(): ValueInfo {
+  return { hits: [], ops: [], links: [], unchanged: [] };
+}
+
 /**
  * The hits of short values (header values, argument names and values up to 128 characters) remembered across
  * requests: an API's traffic repeats them, and then a value costs one map lookup per request instead of one
@@ -928,10 +903,10 @@ export class ValueMemo {
   #old = new Map<string, ValueInfo>();
 
   get(s: string): ValueInfo {
-    if (s.length > 128) return { hits: [], ops: [], links: [], unchanged: [] };
+    if (s.length > 128) return newValueInfo();
     let info = this.#young.get(s);
     if (info !== undefined) return info;
-    info = this.#old.get(s) ?? { hits: [], ops: [], links: [], unchanged: [] };
+    info = this.#old.get(s) ?? newValueInfo();
     if (this.#young.size >= 4096) {
       this.#old = this.#young;
       this.#young = new Map();
@@ -1049,7 +1024,7 @@ export class Transaction {
   /** The target entry the running operator reads, and the slot of its transformed form (see Named.hits). */
   #current: Named | undefined;
   #currentSlot = 0;
-  /** By CompiledRule.localIndex: 1 when some value of its collections may match the link (see #mayMatch). */
+  /** By CompiledRule.localIndex: 1 when some value of its collections may match the link (see #markSlots). */
   #marks: number[] | undefined = undefined;
   /** By collection slot: 1 when its values' marks are in #marks. */
   #slotsDone: number[] | undefined = undefined;
@@ -1473,16 +1448,14 @@ export class Transaction {
   }
 
   /**
-   * Whether some value of a local link's collections may match it (false: it cannot, and is skipped). Each
-   * collection's values are marked once per request: per value (and collection) the local links it matches, known
-   * across requests for short values (ValueInfo.links), so a request that repeats known values costs one lookup per
-   * value instead of one operator per rule and value. Selectors and exclusions are applied when the link runs.
+   * Marks the values of these collections (once per request, and again for the body's): per value and collection
+   * the local links it matches (CompiledRule.localIndex), known across requests for short values (ValueInfo.links),
+   * so a request that repeats known values costs one lookup per value instead of one operator per rule and value.
+   * A local link no value marked cannot match; selectors and exclusions apply when a marked link runs.
    */
-  #mayMatch(rule: CompiledRule): boolean {
-    const slots = rule.localSlots;
+  #markSlots(slots: readonly number[]): void {
     const done = (this.#slotsDone ??= []);
     for (let i = 0; i < slots.length; i++) if (done[slots[i]!] !== 1) this.#markSlot(slots[i]!);
-    return this.#marks![rule.localIndex] === 1;
   }
 
   #markSlot(slot: number): void {
@@ -1535,7 +1508,6 @@ export class Transaction {
 
   /** One link: true when any target matched; its non-disruptive actions run for each matching target. */
   #evalLink(rule: CompiledRule): boolean {
-    if (rule.localIndex >= 0 && !this.#mayMatch(rule)) return false;
     let matched = false;
     const lists = rule.targets.length === 0 ? NO_TARGET : this.#targetsOf(rule);
     for (let l = 0; l < lists.length; l++) {
@@ -1591,9 +1563,7 @@ export class Transaction {
     const list = plan.phases[phase]!;
     // The values of every collection the phase's local rules read are marked first; then a local rule no value
     // may match is passed over by its index alone, without touching the rule.
-    const slots = plan.localSlots[phase]!;
-    const done = (this.#slotsDone ??= []);
-    for (let i = 0; i < slots.length; i++) if (done[slots[i]!] !== 1) this.#markSlot(slots[i]!);
+    this.#markSlots(plan.localSlots[phase]!);
     const marks = this.#marks;
     const localAt = plan.localAt[phase]!;
     for (let i = 0; i < list.length; i++) {

@@ -25,6 +25,7 @@
  * it would not have set as written; no verdict or score reads them (the score is 0 either way).
  */
 import type { CompiledRule, CompiledRuleSet, PhaseEntry, Transaction } from './engine.js';
+import { macroParts } from './macros.js';
 
 export interface Plan {
   /** Phase 1 and 2 lists (index 0 unused): the rules left, their skips resolved to indexes (no markers). */
@@ -87,14 +88,12 @@ function* links(r: CompiledRule): Generator<CompiledRule> {
 /** A setvar's TX key as far as it is known before the request: the literal text with `%{rule.id}` resolved. */
 function staticName(nameText: string, ruleId: number): { key: string; exact: boolean } {
   let out = '';
-  let last = 0;
-  for (const m of nameText.matchAll(/%\{([^}]+)\}/g)) {
-    out += nameText.slice(last, m.index);
-    last = m.index + m[0].length;
-    if (m[1]!.toLowerCase() === 'rule.id') out += String(ruleId);
+  for (const p of macroParts(nameText)) {
+    if (typeof p === 'string') out += p;
+    else if (p[0] === 'RULE' && p[1] === 'id') out += String(ruleId);
     else return { key: out.toLowerCase(), exact: false };
   }
-  return { key: (out + nameText.slice(last)).toLowerCase(), exact: true };
+  return { key: out.toLowerCase(), exact: true };
 }
 
 interface Facts {
