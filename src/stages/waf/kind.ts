@@ -13,7 +13,7 @@ import { byteSize } from '../../config/primitives.js';
 import type { LocalReply, StageContext, StageResult, WafSummary } from '../../proxy/stage.js';
 import { type PolicyKind, PolicyPhase } from '../policy.js';
 import { AuditSink, auditLine } from './audit.js';
-import { type CompiledRuleSet, compileRuleSet, type EngineMode, Transaction } from './engine.js';
+import { type CompiledRuleSet, compileRuleSet, type EngineMode, planOf, Transaction } from './engine.js';
 import { parseBody, type WafInput } from './request.js';
 import type { SourceIssue } from './seclang/lexer.js';
 import { emptyRuleSet, parseFile, parseText, type RuleSet } from './seclang/parse.js';
@@ -251,6 +251,8 @@ export const wafPolicy: PolicyKind<WafConfig> = {
       ['inbound_anomaly_score_threshold', String(c.inboundThreshold)],
     ]);
     if (c.allowedMethods !== undefined) preset.set('allowed_methods', c.allowedMethods.join(' '));
+    // The rule set folded for this policy's presets, once here rather than on the first request.
+    const plan = planOf(compiled, preset);
     const blocked: LocalReply = {
       kind: 'error',
       code: 'waf_blocked',
@@ -336,7 +338,7 @@ export const wafPolicy: PolicyKind<WafConfig> = {
             headers: sc.headers,
             remoteAddr: sc.clientAddress(),
           };
-          const tx = new Transaction(compiled, input, engine, preset);
+          const tx = new Transaction(compiled, input, engine, preset, plan);
           tx.runPhase(1);
           if (tx.interruption !== undefined) return verdict(tx, sc);
           const ct = sc.headers['content-type'] ?? '';
