@@ -134,37 +134,46 @@ describe('engine', () => {
       }
       return rules;
     };
-    // A removed `&TX:foo` target counts 0: rule 3 matches although its first link reads only constants.
-    const removed = same(
+    const cases: [why: string, rules: string[], queries: string[], blocked: string, by: number][] = [
       [
-        'SecAction "id:1,phase:1,pass,nolog,setvar:tx.foo=1"',
-        'SecRule ARGS:x "@streq y" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=3;TX:foo"',
-        'SecRule &TX:foo "@eq 0" "id:3,phase:1,deny,status:403"',
-      ].join('\n'),
-      ['x=y', 'x=n'],
-    );
-    expect(run(removed, '/p?x=y').interruption?.ruleId).toBe(3);
-    // MATCHED_VAR in an operator is the previous match's value: request data.
-    const matched = same(
+        'a removed `&TX:foo` target counts 0: rule 3 matches although its first link reads only constants',
+        [
+          'SecAction "id:1,phase:1,pass,nolog,setvar:tx.foo=1"',
+          'SecRule ARGS:x "@streq y" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=3;TX:foo"',
+          'SecRule &TX:foo "@eq 0" "id:3,phase:1,deny,status:403"',
+        ],
+        ['x=y', 'x=n'],
+        'x=y',
+        3,
+      ],
       [
-        'SecAction "id:10,phase:1,pass,nolog,setvar:tx.foo=evil"',
-        'SecRule ARGS "@rx ^evil$" "id:11,phase:1,pass,nolog"',
-        'SecRule TX:foo "@streq %{MATCHED_VAR}" "id:12,phase:1,pass,nolog,setvar:tx.hit=1"',
-        'SecRule TX:hit "@eq 1" "id:13,phase:1,deny,status:403"',
-      ].join('\n'),
-      ['a=evil', 'a=good'],
-    );
-    expect(run(matched, '/p?a=evil').interruption?.ruleId).toBe(13);
-    // A rule reading MATCHED_VAR as its target reads the last match, which a folded rule's would hide.
-    const target = same(
+        "MATCHED_VAR in an operator is the previous match's value: request data",
+        [
+          'SecAction "id:10,phase:1,pass,nolog,setvar:tx.foo=evil"',
+          'SecRule ARGS "@rx ^evil$" "id:11,phase:1,pass,nolog"',
+          'SecRule TX:foo "@streq %{MATCHED_VAR}" "id:12,phase:1,pass,nolog,setvar:tx.hit=1"',
+          'SecRule TX:hit "@eq 1" "id:13,phase:1,deny,status:403"',
+        ],
+        ['a=evil', 'a=good'],
+        'a=evil',
+        13,
+      ],
       [
-        'SecAction "id:20,phase:1,pass,nolog,setvar:tx.foo=attack"',
-        'SecRule TX:foo "@rx attack" "id:21,phase:1,pass,nolog"',
-        'SecRule MATCHED_VAR "@rx attack" "id:22,phase:1,deny,status:403"',
-      ].join('\n'),
-      ['a=1'],
-    );
-    expect(run(target, '/p?a=1').interruption?.ruleId).toBe(22);
+        "a rule reading MATCHED_VAR as its target reads the last match, which a folded rule's would hide",
+        [
+          'SecAction "id:20,phase:1,pass,nolog,setvar:tx.foo=attack"',
+          'SecRule TX:foo "@rx attack" "id:21,phase:1,pass,nolog"',
+          'SecRule MATCHED_VAR "@rx attack" "id:22,phase:1,deny,status:403"',
+        ],
+        ['a=1'],
+        'a=1',
+        22,
+      ],
+    ];
+    for (const [why, text, queries, blocked, by] of cases) {
+      const rules = same(text.join('\n'), queries);
+      expect(run(rules, `/p?${blocked}`).interruption?.ruleId, why).toBe(by);
+    }
   });
 
   test('one value through rules with different transformation chains: each chain sees its own form', () => {
